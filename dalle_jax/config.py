@@ -1,0 +1,167 @@
+"""Loading experiment configs: Python files with `get_config(arg=None) -> ConfigDict`.
+
+As in big_vision, a config is named by its file and an optional variant after a colon
+(`configs/shapes_dalle.py:tiny`), and single values are overridden with dotted keys
+(`train.steps=500`). A key that does not exist is an error that names the nearest
+valid keys, raised before anything starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import pathlib
+from typing import Any, Iterable, Mapping
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used."""
+
+
+def load_config(path: str, overrides: Iterable[str] | Mapping[str, Any] = ()) -> ml_collections.ConfigDict:
+    """Loads `path[:variant]`, applies `overrides`, and returns the config locked.
+
+    Args:
+      path: a config file, optionally followed by `:variant`, passed to `get_config`.
+      overrides: `"a.b=value"` strings (values parsed as Python literals, else kept as
+        strings) or a mapping from dotted key to value.
+    """
+    file_name, _, variant = path.partition(":")
+    file = pathlib.Path(file_name)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    spec = importlib.util.spec_from_file_location(f"_dalle_jax_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{file} defines no get_config()")
+    config = module.get_config(variant) if variant else module.get_config()
+    apply_overrides(config, overrides)
+    config.lock()
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf key of a config as a dotted path."""
+    keys = []
+    for name, value in config.items():
+        key = f"{prefix}{name}"
+        keys.extend(flat_keys(value, key + ".") if isinstance(value, ml_collections.ConfigDict) else [key])
+    return keys
+
+
+def nearest_keys(config: ml_collections.ConfigDict, key: str, n: int = 3) -> list[str]:
+    """The valid dotted keys closest to a misspelt one."""
+    keys = flat_keys(config)
+    close = difflib.get_close_matches(key, keys, n=n, cutoff=0.5)
+    if not close:  # fall back to keys sharing the last component
+        close = [k for k in keys if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:n]
+    return close
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str] | Mapping[str, Any]) -> None:
+    """Sets dotted keys in place; unknown keys and ill-typed values raise `ConfigError`."""
+    items = overrides.items() if isinstance(overrides, Mapping) else map(_split_override, overrides)
+    for key, value in items:
+        *parents, leaf = key.split(".")
+        node = config
+        for depth, part in enumerate(parents + [leaf]):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                hint = nearest_keys(config, key)
+                raise ConfigError(f"unknown config key {key!r}" +
+                                  (f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""))
+            if depth < len(parents):
+                node = node[part]
+        try:
+            node[leaf] = _coerce(value, node[leaf])
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config key {key!r}: cannot set {value!r}: {error}") from None
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    key, sep, value = override.removeprefix("--config.").partition("=")
+    if not sep:
+        raise ConfigError(f"config override {override!r} should read key=value")
+    return key, value
+
+
+def _coerce(value: Any, current: Any) -> Any:
+    """Parses a string to the type of the value it replaces."""
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    if isinstance(current, bool) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(current, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
+        return float(parsed)
+    if isinstance(current, tuple) and isinstance(parsed, list):
+        return tuple(parsed)
+    if isinstance(current, tuple) and not isinstance(parsed, tuple):
+        return (parsed,)
+    return parsed
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The sections every experiment shares: data, text, mesh, sharding, optim, train.
+
+    Config files start from this and add their `task` and `model` sections.
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = ""
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "shapes"  # or any tfds data set prepared as array_record in data_dir
+    c.data.data_dir = "data"
+    c.data.image_size = 64
+    c.data.num_train = 20_000
+    c.data.num_validation = 1_000
+    c.data.num_test_compositional = 1_000
+    c.data.seed = 0
+    c.data.num_objects_probs = (0.4, 0.4, 0.2)
+    c.data.worker_count = 0  # grain worker processes; 0 reads in the main process
+
+    c.text = ml_collections.ConfigDict()
+    c.text.vocab_size = 512  # an upper bound: small corpora give fewer pieces
+    c.text.max_length = 32
+
+    # Mesh axis sizes; one may be -1 (all remaining devices).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.rules = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("vocab", "tensor"),
+        ("kv", None),
+        ("length", None),
+        ("height", None),
+        ("width", None),
+        ("channels", None),
+    )
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 100
+    c.optim.end_lr_fraction = 0.1
+    c.optim.grad_clip_norm = 1.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.01
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1_000
+    c.train.batch_size = 32  # global, over all devices and hosts
+    c.train.log_every = 50
+    c.train.save_every = 500
+    c.train.keep_checkpoints = 3
+    c.train.progress_bar = True
+    return c

@@ -1,0 +1,109 @@
+"""Grain input pipelines that yield global batches sharded over the mesh.
+
+Each host reads its own slice of a deterministic shuffled stream (`process_index` of
+every `process_count` examples), preprocesses it with the task's pure per-example
+function, batches it, and assembles the global batch with
+`jax.make_array_from_process_local_data`. The stream is a function of the seed alone, and
+its position is the iterator state that goes into checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, Mapping
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
+
+from dalle_jax.data import tfds_shapes
+
+Example = Mapping[str, Any]
+Batch = dict[str, np.ndarray]
+
+
+def load_sources(data_config) -> dict[str, Any]:
+    """Random-access sources by split for `config.data`.
+
+    `data_config.name == "shapes"` renders the procedural data set (once, on process 0);
+    any other name is a tfds data set already prepared as array_record in `data_dir`.
+    """
+    if data_config.name != "shapes":
+        sources = tfds.data_source(data_config.name, data_dir=data_config.data_dir)
+        return {split: TextDecoded(source) for split, source in sources.items()}
+    kwargs = dict(image_size=data_config.image_size, num_train=data_config.num_train,
+                  num_validation=data_config.num_validation,
+                  num_test_compositional=data_config.num_test_compositional, seed=data_config.seed,
+                  num_objects_probs=tuple(data_config.num_objects_probs))
+    if jax.process_index() == 0:
+        tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("shapes data set prepared")
+    return {split: TextDecoded(source) for split, source in tfds_shapes.load_shapes(data_config.data_dir, **kwargs).items()}
+
+
+class TextDecoded:
+    """A random-access source whose `bytes` features (tfds `Text`) come back as `str`."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v.decode() if isinstance(v, bytes) else v for k, v in self._source[index].items()}
+
+    def __repr__(self) -> str:
+        return f"TextDecoded({self._source!r})"
+
+
+
+
+class ShardedBatches:
+    """An iterator of global batches on the mesh with a JSON-serialisable state.
+
+    Args:
+      source: a random-access source (`len`, `__getitem__`) of examples.
+      preprocess: a pure function `(example, rng: np.random.Generator) -> dict of arrays`.
+      global_batch_size: examples per step over all hosts.
+      sharding: where the batch goes (`partitioning.batch_sharding(mesh)`).
+      seed: fixes the shuffle order and the per-example generators.
+      shuffle: reshuffle each epoch; else read in order.
+      num_epochs: None repeats forever.
+      worker_count: grain worker processes (0 reads in the main process).
+    """
+
+    def __init__(self, source, preprocess: Callable[[Example, np.random.Generator], Batch], *,
+                 global_batch_size: int, sharding: jax.sharding.NamedSharding, seed: int, shuffle: bool = True,
+                 num_epochs: int | None = None, worker_count: int = 0):
+        num_hosts = jax.process_count()
+        if global_batch_size % num_hosts:
+            raise ValueError(f"global batch size {global_batch_size} is not divisible by {num_hosts} hosts")
+        dataset = grain.MapDataset.source(source).seed(seed)
+        if shuffle:
+            dataset = dataset.shuffle()
+        dataset = dataset.repeat(num_epochs)[jax.process_index()::num_hosts]
+        dataset = dataset.random_map(preprocess).batch(global_batch_size // num_hosts, drop_remainder=True)
+        iter_dataset = dataset.to_iter_dataset()
+        if worker_count > 0:
+            iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        self._iterator = iter(iter_dataset)
+        self._sharding = sharding
+
+    def __iter__(self) -> Iterator[dict[str, jax.Array]]:
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        local = next(self._iterator)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._sharding, x), local)
+
+    def get_state(self) -> dict:
+        """The stream position, as plain JSON data (for `ocp.args.JsonSave`)."""
+        state = self._iterator.get_state()
+        return json.loads(state) if isinstance(state, (bytes, str)) else state
+
+    def set_state(self, state: dict) -> None:
+        self._iterator.set_state(state)

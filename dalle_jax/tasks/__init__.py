@@ -1,0 +1,18 @@
+"""Tasks by name: what `config.task` may say."""
+
+from __future__ import annotations
+
+import difflib
+
+from dalle_jax.tasks.toy import ToyTask
+
+TASKS = {"toy": ToyTask}
+
+
+def make_task(config):
+    """The task that `config.task` names, built from the config."""
+    if config.task not in TASKS:
+        hint = difflib.get_close_matches(config.task, TASKS, n=1)
+        raise ValueError(f"unknown task {config.task!r}; known tasks: {sorted(TASKS)}"
+                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return TASKS[config.task].from_config(config)

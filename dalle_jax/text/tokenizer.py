@@ -1,0 +1,83 @@
+"""BPE text tokenizer (sentencepiece), trained from a data set's captions.
+
+Ids 0-3 are reserved: `PAD_ID`, `UNK_ID`, `BOS_ID`, `EOS_ID`. Text is case-folded
+(NFKC + lower case), so prompts typed with capitals map to the captions' vocabulary.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MODEL_FILE = "text_tokenizer.model"
+
+
+class TextTokenizer:
+    """Fixed-length encoding and decoding with a trained sentencepiece model."""
+
+    def __init__(self, model_proto: bytes):
+        self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.model_proto = model_proto
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> TextTokenizer:
+        path = pathlib.Path(path)
+        if path.is_dir():
+            path = path / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no text tokenizer at {path}; run `python run.py train-text-tokenizer` first")
+        return cls(path.read_bytes())
+
+    def save(self, path: str | pathlib.Path) -> pathlib.Path:
+        path = pathlib.Path(path)
+        if path.is_dir():
+            path = path / MODEL_FILE
+        path.write_bytes(self.model_proto)
+        return path
+
+    @property
+    def vocab_size(self) -> int:
+        return self._processor.get_piece_size()
+
+    def encode(self, texts: str | Sequence[str], length: int) -> np.ndarray:
+        """`int32 [batch, length]` ids: the text's pieces, then `EOS_ID`, then `PAD_ID`s.
+
+        A text longer than `length - 1` pieces is cut to fit (its last id stays `EOS_ID`)
+        with a warning that names it.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        ids = np.full((len(texts), length), PAD_ID, np.int32)
+        for row, (text, pieces) in enumerate(zip(texts, self._processor.encode(texts))):
+            if len(pieces) >= length:
+                warnings.warn(f"text truncated from {len(pieces) + 1} to {length} tokens: {text!r}", stacklevel=2)
+                pieces = pieces[: length - 1]
+            ids[row, : len(pieces) + 1] = pieces + [EOS_ID]
+        return ids[0] if single else ids
+
+    def decode(self, ids: np.ndarray) -> str | list[str]:
+        """Text up to the first `EOS_ID` of each row (`[length]` gives one string)."""
+        ids = np.asarray(ids)
+        rows = ids[None] if ids.ndim == 1 else ids
+        texts = []
+        for row in rows.tolist():
+            row = row[: row.index(EOS_ID)] if EOS_ID in row else row
+            texts.append(self._processor.decode([i for i in row if i > EOS_ID]))
+        return texts[0] if ids.ndim == 1 else texts
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
+    """Trains a BPE model; `vocab_size` is an upper bound (small corpora yield fewer pieces)."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="nmt_nfkc_cf",
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, num_threads=1, minloglevel=2,
+    )
+    return TextTokenizer(model.getvalue())

@@ -1,0 +1,199 @@
+"""The one training loop. It knows no model: a `Task` brings preprocessing, init and loss.
+
+`train` builds the mesh, the sharded state (created in place from logical axis names),
+the input pipeline and the checkpointer, then runs the jit-compiled `train_step`. It
+saves every `train.save_every` steps and on SIGTERM/SIGINT, resumes exactly with
+`resume=True`, and stops at the first non-finite loss without saving it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import signal
+import threading
+import time
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from dalle_jax.data import pipeline
+from dalle_jax.train import checkpoint, optim, partitioning
+from dalle_jax.train.metric_writer import MetricWriter
+from dalle_jax.train.state import TrainState, create_state, step_rng, train_step
+
+log = logging.getLogger(__name__)
+
+
+class Task(Protocol):
+    """A model family as the trainer sees it."""
+
+    name: str
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One raw example to arrays of fixed shape (runs in the input pipeline)."""
+
+    def init(self, rng: jax.Array, batch: dict) -> Any:
+        """Parameters, boxed with logical axis names (`nn.with_logical_partitioning`)."""
+
+    def loss_fn(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+        """`(loss, metrics)` for a global batch; pure and jit-compatible."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing after the last good checkpoint was saved."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT arrived; the state was saved at `step` before stopping."""
+
+    def __init__(self, step: int, directory: pathlib.Path):
+        super().__init__(f"interrupted: saved step {step} to {directory}; continue with --resume")
+        self.step = step
+
+
+class RunExistsError(FileExistsError):
+    """The work dir already holds checkpoints and `resume` was not asked for."""
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in _STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        log.warning("received signal %d: saving a checkpoint after this step", signum)
+        self.raised = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def abstract_state(task: Task, optimizer, example: dict, rng: jax.Array) -> tuple[Any, Any]:
+    """(init function returning the unboxed state, abstract boxed state) for `task`."""
+    init_batch = {k: np.zeros((1, *np.shape(v)), np.asarray(v).dtype) for k, v in example.items()}
+
+    def init_boxed(key):
+        return create_state(task.init(key, init_batch), optimizer, key)
+
+    return (lambda key: nn.unbox(init_boxed(key))), jax.eval_shape(init_boxed, rng)
+
+
+def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_shardings):
+    """`train_step` jit-compiled with explicit shardings; the step's key comes from the state."""
+
+    def step(state: TrainState, batch: dict):
+        with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return train_step(state, batch, step_rng(state), loss_fn=task.loss_fn, optimizer=optimizer)
+
+    return jax.jit(step, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=0)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task, *, resume: bool = False,
+          stop_at_step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> TrainState:
+    """Trains `task` for `config.train.steps` steps (or until `stop_at_step`) in `workdir`.
+
+    Raises `RunExistsError` if `workdir` has checkpoints and not `resume`,
+    `NonFiniteLossError` on a NaN/Inf loss, and `TrainingInterrupted` after saving on a
+    stop signal.
+    """
+    workdir = pathlib.Path(workdir)
+    total_steps = config.train.steps
+    stop_at_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
+    mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
+    rules = partitioning.rules_from_config(config.sharding.rules)
+
+    source = pipeline.load_sources(config.data)["train"]
+    batches = pipeline.ShardedBatches(
+        source, task.preprocess, global_batch_size=config.train.batch_size,
+        sharding=partitioning.batch_sharding(mesh), seed=config.seed, worker_count=config.data.worker_count)
+    optimizer = optim.make_optimizer(config.optim, total_steps)
+    run_key = jax.random.key_data(jax.random.key(config.seed))
+    init_fn, boxed = abstract_state(task, optimizer, task.preprocess(source[0], np.random.default_rng(0)), run_key)
+    shardings = partitioning.logical_shardings(boxed, mesh, rules)
+
+    checkpointer = checkpoint.Checkpointer(workdir / "checkpoints", save_every=config.train.save_every,
+                                           keep=config.train.keep_checkpoints)
+    if checkpointer.latest_step() is None:
+        state = jax.jit(init_fn, out_shardings=shardings)(run_key)
+        start = 0
+    elif resume:
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                nn.unbox(boxed), shardings)
+        state, data_state, start = checkpointer.restore(abstract)
+        batches.set_state(data_state)
+        log.info("resumed from step %d", start)
+    else:
+        raise RunExistsError(f"{workdir} already holds checkpoints (latest step {checkpointer.latest_step()}); "
+                             "pass --resume to continue, or choose another --workdir")
+
+    config_json = json.loads(config.to_json_best_effort())
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(config_json, indent=2))
+    step_fn = make_step_fn(task, optimizer, mesh, rules, shardings)
+    schedule = optim.learning_rate_schedule(config.optim, total_steps)
+    writer = MetricWriter(workdir)
+    progress = tqdm.tqdm(total=stop_at_step, initial=start, desc=f"train {task.name}", unit="step",
+                         disable=jax.process_index() != 0 or not config.train.progress_bar, dynamic_ncols=True)
+
+    def check(step: int, metrics: dict) -> dict:
+        """Host copy of a step's metrics; raises on a non-finite loss."""
+        host = jax.device_get(metrics)
+        if not (np.isfinite(host["loss"]) and np.isfinite(host["grad_norm"])):
+            latest = checkpointer.latest_step()
+            raise NonFiniteLossError(
+                f"loss is {float(host['loss'])} (gradient norm {float(host['grad_norm'])}) at step {step}; "
+                f"training stopped. The last good checkpoint "
+                f"({'none' if latest is None else f'step {latest}'}) in {checkpointer.directory} is untouched.")
+        return host
+
+    try:
+        with _StopFlag() as stop:
+            pending = None  # the latest step's metrics, checked one step late to keep the device busy
+            tick, tick_step = time.perf_counter(), start
+            for step in range(start + 1, stop_at_step + 1):
+                state, metrics = step_fn(state, next(batches))
+                if pending is not None:
+                    check(*pending)
+                pending = (step, metrics)
+                progress.update(1)
+                if step % config.train.log_every == 0 or step == stop_at_step:
+                    host = check(*pending)
+                    now = time.perf_counter()
+                    host |= {"learning_rate": schedule(step - 1), "steps_per_sec": (step - tick_step) / (now - tick)}
+                    tick, tick_step = now, step
+                    writer.write(step, host)
+                    progress.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
+                final = step == stop_at_step or stop.raised
+                if final or step % config.train.save_every == 0:
+                    check(*pending)  # never save a state that came from a non-finite loss
+                    checkpointer.save(step, state, batches.get_state(), config_json, force=final)
+                if stop.raised:
+                    checkpointer.wait()
+                    raise TrainingInterrupted(step, checkpointer.directory)
+    finally:
+        progress.close()
+        writer.close()
+        checkpointer.wait()
+        checkpointer.close()
+    return state

@@ -1,0 +1,151 @@
+"""dalle-jax command line.
+
+Usage: python run.py COMMAND --config CONFIG[:VARIANT] [--workdir DIR] [--config.KEY=VALUE ...]
+
+Commands:
+  build-data            render the shapes data set (tfds, array_record) for the config
+  show-data             write a PNG grid of examples with both captions (--split, --num, --out)
+  check-oracle          score clean renders of every split with the oracle; JSON to stdout
+  train-text-tokenizer  train the BPE text tokenizer on the training captions into --workdir
+  train                 train the config's task in --workdir (--resume to continue)
+
+Examples:
+  python run.py build-data --config configs/shapes_toy.py
+  python run.py show-data --config configs/shapes_toy.py --out shapes.png --num 16
+  python run.py train-text-tokenizer --config configs/shapes_toy.py --workdir workdir/toy
+  python run.py train --config configs/shapes_toy.py --workdir workdir/toy --config.train.steps=500
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("config", None, "config file, optionally with a :variant")
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the tokenizer go")
+flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
+flags.DEFINE_string("split", "train", "data split for show-data")
+flags.DEFINE_integer("num", 16, "number of examples (show-data) or renders per split (check-oracle)")
+flags.DEFINE_string("out", None, "output PNG path")
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
+FLAGS = flags.FLAGS
+
+
+def _workdir() -> pathlib.Path:
+    if not FLAGS.workdir:
+        raise app.UsageError("this command needs --workdir")
+    return pathlib.Path(FLAGS.workdir)
+
+
+def build_data(config) -> None:
+    from dalle_jax.data import pipeline
+
+    for split, source in pipeline.load_sources(config.data).items():
+        print(f"{split}: {len(source)} examples")
+
+
+def show_data(config) -> None:
+    from dalle_jax import viz
+    from dalle_jax.data import pipeline
+
+    source = pipeline.load_sources(config.data)[FLAGS.split]
+    examples = [source[i] for i in range(min(FLAGS.num, len(source)))]
+    labels = [f"{e['caption']} | alt: {e['alt_text']}" for e in examples]
+    out = FLAGS.out or f"shapes_{FLAGS.split}.png"
+    print(viz.save_grid(out, [e["image"] for e in examples], labels, columns=4, scale=3, label_lines=5))
+
+
+def check_oracle(config) -> None:
+    import tqdm
+
+    from dalle_jax.data import shapes
+    from dalle_jax.eval import oracle
+
+    report = {}
+    for split in shapes.SPLITS:
+        scores, counts = [], []
+        for index in tqdm.trange(FLAGS.num, desc=f"oracle {split}"):
+            example = shapes.make_example(config.data.seed, split, index, config.data.image_size,
+                                          tuple(config.data.num_objects_probs))
+            scene = shapes.Scene.from_features(example, config.data.image_size)
+            scores.append(oracle.score(example["image"], scene))
+            counts.append(len(scene.objects))
+        report[split] = oracle.summarize(scores, counts)
+    print(json.dumps(report, indent=2))
+
+
+def train_text_tokenizer(config) -> None:
+    from dalle_jax.data import pipeline
+    from dalle_jax.text import tokenizer
+
+    source = pipeline.load_sources(config.data)["train"]
+    workdir = _workdir()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def captions():
+        for index in range(len(source)):
+            example = source[index]
+            yield from (example["caption"], example["alt_text"])
+
+    tok = tokenizer.train_tokenizer(captions(), config.text.vocab_size)
+    path = tok.save(workdir)
+    sample = source[0]["caption"]
+    print(f"{path}: {tok.vocab_size} pieces; {sample!r} -> {tok.encode(sample, config.text.max_length).tolist()}")
+
+
+def train(config) -> None:
+    from dalle_jax.tasks import make_task
+    from dalle_jax.train import trainer
+
+    try:
+        trainer.train(config, _workdir(), make_task(config), resume=FLAGS.resume)
+    except trainer.TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(143)
+    except (trainer.NonFiniteLossError, trainer.RunExistsError) as error:
+        sys.exit(f"error: {error}")
+
+
+COMMANDS = {
+    "build-data": build_data,
+    "show-data": show_data,
+    "check-oracle": check_oracle,
+    "train-text-tokenizer": train_text_tokenizer,
+    "train": train,
+}
+
+
+def parse_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """absl flags for the known flags; `--config.KEY=VALUE` overrides are kept for `load_config`."""
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    positional = FLAGS([a for a in argv if not a.startswith("--config.")])
+    return positional, overrides
+
+
+def main(parsed: tuple[list[str], list[str]]) -> None:
+    positional, overrides = parsed
+    if len(positional) != 2 or positional[1] not in COMMANDS:
+        given = positional[1] if len(positional) > 1 else "nothing"
+        raise app.UsageError(f"expected one command of {', '.join(COMMANDS)}; got {given}")
+    if not FLAGS.config:
+        raise app.UsageError("--config is required, e.g. --config configs/shapes_toy.py")
+    logging.getLogger().setLevel(logging.INFO)
+    from dalle_jax.config import ConfigError, load_config
+
+    try:
+        config = load_config(FLAGS.config, overrides)
+    except ConfigError as error:
+        sys.exit(f"config error: {error}")
+    if FLAGS.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    COMMANDS[positional[1]](config)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

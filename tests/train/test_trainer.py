@@ -1,0 +1,111 @@
+import dataclasses
+import os
+import re
+import signal
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from dalle_jax.config import apply_overrides
+from dalle_jax.tasks.toy import ToyTask
+from dalle_jax.train import checkpoint, trainer
+from dalle_jax.train.metric_writer import read_metrics
+
+
+def _train(config, workdir, **kwargs):
+    return trainer.train(config, workdir, ToyTask.from_config(config), **kwargs)
+
+
+def _assert_bitwise_equal(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def test_state_shapes_and_learning(tiny_config, tmp_path):
+    apply_overrides(tiny_config.unlock(), {"train.steps": 40, "train.log_every": 40, "optim.learning_rate": 3e-3})
+    state = _train(tiny_config, tmp_path)
+    assert int(state.step) == 40
+    chex.assert_shape(state.params["patch_embed"]["kernel"], (4, 4, 3, tiny_config.model.embed_dim))
+    chex.assert_shape(state.params["hidden"]["kernel"], (tiny_config.model.embed_dim, tiny_config.model.mlp_dim))
+    chex.assert_tree_all_finite(state.params)
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.params))
+    rows = read_metrics(tmp_path)
+    initial_loss = np.log(3) + 8 * np.log(2) / 8  # zero-initialised head: uniform predictions
+    assert rows[-1]["step"] == 40 and rows[-1]["loss"] < initial_loss - 0.3
+    assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_is_bitwise_exact(tiny_config, tmp_path):
+    straight = _train(tiny_config, tmp_path / "straight")
+    half = tiny_config.train.steps // 2
+    _train(tiny_config, tmp_path / "resumed", stop_at_step=half)
+    assert checkpoint.Checkpointer(tmp_path / "resumed/checkpoints", save_every=1, keep=3).latest_step() == half
+    resumed = _train(tiny_config, tmp_path / "resumed", resume=True)
+    assert int(resumed.step) == int(straight.step) == tiny_config.train.steps
+    _assert_bitwise_equal(resumed.params, straight.params)
+    _assert_bitwise_equal(resumed.opt_state, straight.opt_state)
+    straight_rows, resumed_rows = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [r["loss"] for r in straight_rows] == [r["loss"] for r in resumed_rows]
+
+
+def test_refuses_to_overwrite_a_run(tiny_config, tmp_path):
+    _train(tiny_config, tmp_path, stop_at_step=2)
+    with pytest.raises(trainer.RunExistsError, match="--resume"):
+        _train(tiny_config, tmp_path)
+
+
+def test_keeps_the_last_checkpoints(tiny_config, tmp_path):
+    apply_overrides(tiny_config.unlock(), {"train.steps": 10, "train.save_every": 2, "train.keep_checkpoints": 2})
+    _train(tiny_config, tmp_path)
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints", save_every=2, keep=2).all_steps() == [8, 10]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+    _train(tiny_config, tmp_path, stop_at_step=4)
+    # The same run continued with an absurd learning rate: parameters overflow, the loss follows.
+    apply_overrides(tiny_config.unlock(), {"optim.learning_rate": 1e38, "train.save_every": 1})
+    with pytest.raises(trainer.NonFiniteLossError, match=r"at step (\d+); training stopped") as stopped:
+        _train(tiny_config, tmp_path, resume=True)
+    bad_step = int(re.search(r"at step (\d+)", str(stopped.value)).group(1))
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", save_every=1, keep=3)
+    assert 4 < bad_step <= tiny_config.train.steps
+    assert ckpt.latest_step() == bad_step - 1 and f"(step {bad_step - 1})" in str(stopped.value)
+    # The last checkpoint restores and is finite.
+    apply_overrides(tiny_config, {"optim.learning_rate": 1e-3, "train.steps": bad_step - 1})
+    restored = _train(tiny_config, tmp_path, resume=True)
+    assert int(restored.step) == bad_step - 1
+    chex.assert_tree_all_finite(restored.params)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SignalAfter(ToyTask):
+    """The toy task that sends itself SIGTERM while preparing its `after`-th example."""
+
+    after: int = 0
+    counter: list = dataclasses.field(default_factory=lambda: [0])
+
+    def preprocess(self, example, rng):
+        self.counter[0] += 1
+        if self.counter[0] == self.after:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().preprocess(example, rng)
+
+
+def test_sigterm_saves_and_resume_loses_nothing(tiny_config, tmp_path):
+    straight = _train(tiny_config, tmp_path / "straight")
+    task = _SignalAfter(ToyTask.from_config(tiny_config).model, after=3 * tiny_config.train.batch_size)
+    with pytest.raises(trainer.TrainingInterrupted) as stopped:
+        trainer.train(tiny_config, tmp_path / "stopped", task)
+    assert 1 <= stopped.value.step < tiny_config.train.steps
+    ckpt = checkpoint.Checkpointer(tmp_path / "stopped/checkpoints", save_every=1, keep=3)
+    assert ckpt.latest_step() == stopped.value.step
+    resumed = _train(tiny_config, tmp_path / "stopped", resume=True)
+    _assert_bitwise_equal(resumed.params, straight.params)
+
+
+def test_checkpoint_that_does_not_fit_names_the_arrays(tiny_config, tmp_path):
+    _train(tiny_config, tmp_path, stop_at_step=2)
+    apply_overrides(tiny_config.unlock(), {"model.mlp_dim": tiny_config.model.mlp_dim * 2})
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"params/hidden/kernel: checkpoint \(32, 64\) vs config \(32, 128\)"):
+        _train(tiny_config, tmp_path, resume=True)
