@@ -24,6 +24,7 @@ import pathlib
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 flags.DEFINE_string("config", None, "config file, optionally with a :variant")
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the tokenizer go")
@@ -133,7 +134,8 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
         raise app.UsageError(f"expected one command of {', '.join(COMMANDS)}; got {given}")
     if not FLAGS.config:
         raise app.UsageError("--config is required, e.g. --config configs/shapes_toy.py")
-    logging.getLogger().setLevel(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
+    logging.getLogger("dalle_jax").setLevel(logging.INFO)
     from dalle_jax.config import ConfigError, load_config
 
     try:
