@@ -7,13 +7,18 @@ Commands:
   show-data             write a PNG grid of examples with both captions (--split, --num, --out)
   check-oracle          score clean renders of every split with the oracle; JSON to stdout
   train-text-tokenizer  train the BPE text tokenizer on the training captions into --workdir
-  train                 train the config's task in --workdir (--resume to continue)
+  train-image-tokenizer train the image tokenizer (VQ-VAE or dVAE) into --workdir/image_tokenizer
+  train                 train the config's task into --workdir/TASK (--resume to continue)
+  generate              DALL·E: images for --prompt (repeatable), --num-samples each, PNG grid to --out
+  eval                  DALL·E: oracle accuracy on validation and held-out prompts; --workdir/eval.json
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
   python run.py show-data --config configs/shapes_toy.py --out shapes.png --num 16
   python run.py train-text-tokenizer --config configs/shapes_toy.py --workdir workdir/toy
   python run.py train --config configs/shapes_toy.py --workdir workdir/toy --config.train.steps=500
+  python run.py generate --config configs/shapes_dalle.py --workdir workdir/dalle \
+      --prompt "a small red circle above a large blue square" --num-samples 16 --out grid.png
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --wor
 flags.DEFINE_string("split", "train", "data split for show-data")
 flags.DEFINE_integer("num", 16, "number of examples (show-data) or renders per split (check-oracle)")
 flags.DEFINE_string("out", None, "output PNG path")
+flags.DEFINE_multi_string("prompt", [], "prompt for generate (repeat the flag for several)")
+flags.DEFINE_integer("num_samples", 4, "images per prompt for generate")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 
@@ -98,12 +105,11 @@ def train_text_tokenizer(config) -> None:
     print(f"{path}: {tok.vocab_size} pieces; {sample!r} -> {tok.encode(sample, config.text.max_length).tolist()}")
 
 
-def train(config) -> None:
-    from dalle_jax.tasks import make_task
+def _train_task(config, task) -> None:
     from dalle_jax.train import trainer
 
     try:
-        trainer.train(config, _workdir(), make_task(config), resume=FLAGS.resume)
+        trainer.train(config, _workdir() / task.name, task, resume=FLAGS.resume)
     except trainer.TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(143)
@@ -111,20 +117,95 @@ def train(config) -> None:
         sys.exit(f"error: {error}")
 
 
+def train_image_tokenizer(config) -> None:
+    from dalle_jax.config import stage_config
+    from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
+
+    config = stage_config(config, "image_tokenizer")
+    _train_task(config, ImageTokenizerTask.from_config(config))
+
+
+def train(config) -> None:
+    from dalle_jax.tasks import make_task
+
+    _train_task(config, make_task(config, _workdir()))
+
+
+def _trained_dalle(config):
+    import jax
+
+    from dalle_jax.tasks.dalle import DalleTask
+    from dalle_jax.train import trainer
+
+    task = DalleTask.from_config(config, _workdir())
+    params = trainer.load_variables(config, _workdir() / task.name, task)["params"]
+    return task, params, jax.random.key(config.seed)
+
+
+def generate(config) -> None:
+    from dalle_jax import viz
+
+    if not FLAGS.prompt:
+        raise app.UsageError("generate needs at least one --prompt")
+    task, params, rng = _trained_dalle(config)
+    prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
+    images = task.generate(params, prompts, rng)
+    out = FLAGS.out or str(_workdir() / "samples.png")
+    print(viz.save_grid(out, images, prompts, columns=max(FLAGS.num_samples, 4) if len(FLAGS.prompt) > 1 else 8,
+                        scale=3, label_lines=4))
+
+
+def evaluate(config) -> None:
+    import jax
+
+    from dalle_jax import viz
+    from dalle_jax.data import pipeline
+    from dalle_jax.eval import generation
+
+    task, params, rng = _trained_dalle(config)
+    sources = pipeline.load_sources(config.data)
+    report = {}
+    for i, split in enumerate(generation.EVAL_SPLITS):
+        scenes = generation.prompt_scenes(sources[split], config.eval.num_prompts, config.data.image_size)
+        generate_fn = lambda prompts, key=jax.random.fold_in(rng, i): task.generate(params, prompts, key)
+        report[split], images = generation.score_generator(generate_fn, scenes, batch_size=config.sample.batch_size,
+                                                           desc=f"eval {split}")
+        viz.save_grid(_workdir() / f"eval_{split}.png", images[:32], [s.describe() for s in scenes[:32]],
+                      columns=8, scale=3, label_lines=4)
+    table = generation.markdown_table(report)
+    (_workdir() / "eval.json").write_text(json.dumps(report, indent=2))
+    (_workdir() / "eval.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {_workdir() / 'eval.json'}")
+
+
 COMMANDS = {
     "build-data": build_data,
     "show-data": show_data,
     "check-oracle": check_oracle,
     "train-text-tokenizer": train_text_tokenizer,
+    "train-image-tokenizer": train_image_tokenizer,
     "train": train,
+    "generate": generate,
+    "eval": evaluate,
 }
 
 
 def parse_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     """absl flags for the known flags; `--config.KEY=VALUE` overrides are kept for `load_config`."""
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    positional = FLAGS([a for a in argv if not a.startswith("--config.")])
+    positional = FLAGS([_underscored(a) for a in argv if not a.startswith("--config.")])
     return positional, overrides
+
+
+def _underscored(arg: str) -> str:
+    """`--num-samples=4` -> `--num_samples=4`: flags may be spelt with hyphens."""
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg[2:].partition("=")
+    return "--" + name.replace("-", "_") + sep + value
 
 
 def main(parsed: tuple[list[str], list[str]]) -> None:

@@ -130,6 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.text = ml_collections.ConfigDict()
     c.text.vocab_size = 512  # an upper bound: small corpora give fewer pieces
     c.text.max_length = 32
+    c.text.caption_field = "caption"  # which caption feature text-to-image training reads
 
     # Mesh axis sizes; one may be -1 (all remaining devices).
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
@@ -165,3 +166,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.progress_bar = True
     return c
+
+
+def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+    """A copy of `config` whose `train` and `optim` sections are those of `config[stage]`.
+
+    Multi-stage experiments (image tokenizer, then transformer) keep one file; each stage
+    section may carry its own `train` and `optim`, laid over the shared ones.
+    """
+    if stage not in config:
+        raise ConfigError(f"config has no {stage!r} section; sections: {sorted(config.keys())}")
+    staged = ml_collections.ConfigDict(config.to_dict())
+    for section in ("train", "optim"):
+        if section in config[stage]:
+            for key, value in config[stage][section].items():
+                if key not in staged[section]:
+                    raise ConfigError(f"unknown config key '{stage}.{section}.{key}'; "
+                                      f"valid keys: {sorted(staged[section].keys())}")
+                staged[section][key] = value
+    staged.lock()
+    return staged

@@ -21,7 +21,8 @@ class ToyTask:
     name: str = "toy"
 
     @classmethod
-    def from_config(cls, config) -> "ToyTask":
+    def from_config(cls, config, workdir=None) -> "ToyTask":
+        del workdir
         return cls(ToyClassifier(num_outputs=shapes.MAX_OBJECTS + _NUM_COLOURS, embed_dim=config.model.embed_dim,
                                  mlp_dim=config.model.mlp_dim, patch_size=config.model.patch_size,
                                  dtype=jnp.dtype(config.model.dtype)))
@@ -32,11 +33,11 @@ class ToyTask:
         present[example["colours"][example["colours"] >= 0]] = 1.0
         return {"image": example["image"], "count": np.int32(example["num_objects"] - 1), "colours": present}
 
-    def init(self, rng: jax.Array, batch: dict):
-        return self.model.init(rng, batch["image"])["params"]
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        return self.model.init(rng, batch["image"])
 
-    def loss_fn(self, params, batch: dict, rng: jax.Array):
-        del rng
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        del rng, step
         logits = self.model.apply({"params": params}, batch["image"])
         count_logits, colour_logits = logits[:, : shapes.MAX_OBJECTS], logits[:, shapes.MAX_OBJECTS:]
         count_loss = optax.softmax_cross_entropy_with_integer_labels(count_logits, batch["count"]).mean()
@@ -45,4 +46,4 @@ class ToyTask:
             "count_accuracy": jnp.mean(jnp.argmax(count_logits, -1) == batch["count"]),
             "colour_accuracy": jnp.mean((colour_logits > 0) == (batch["colours"] > 0.5)),
         }
-        return count_loss + colour_loss, metrics
+        return count_loss + colour_loss, metrics, model_state

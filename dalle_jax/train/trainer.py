@@ -38,11 +38,14 @@ class Task(Protocol):
     def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One raw example to arrays of fixed shape (runs in the input pipeline)."""
 
-    def init(self, rng: jax.Array, batch: dict) -> Any:
-        """Parameters, boxed with logical axis names (`nn.with_logical_partitioning`)."""
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        """Flax variables (`{"params": ..., other collections}`), boxed with logical axis
+        names (`nn.with_logical_partitioning`)."""
 
-    def loss_fn(self, params: Any, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
-        """`(loss, metrics)` for a global batch; pure and jit-compatible."""
+    def loss_fn(self, params: Any, batch: dict, rng: jax.Array, *, step: jax.Array,
+                model_state: dict) -> tuple[jax.Array, dict, dict]:
+        """`(loss, metrics, model_state)` for a global batch; pure and jit-compatible.
+        `step` is the optimizer step (for schedules); `model_state` the non-trained collections."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -87,14 +90,40 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def abstract_state(task: Task, optimizer, example: dict, rng: jax.Array) -> tuple[Any, Any]:
-    """(init function returning the unboxed state, abstract boxed state) for `task`."""
+def sharded_state_layout(config, task: Task, optimizer, example: dict, mesh: jax.sharding.Mesh):
+    """(init function returning the sharded step-0 state, its shardings, its abstract
+    arrays with shardings), from the task's logical axis names and the config's rules."""
+    rules = partitioning.rules_from_config(config.sharding.rules)
     init_batch = {k: np.zeros((1, *np.shape(v)), np.asarray(v).dtype) for k, v in example.items()}
 
     def init_boxed(key):
         return create_state(task.init(key, init_batch), optimizer, key)
 
-    return (lambda key: nn.unbox(init_boxed(key))), jax.eval_shape(init_boxed, rng)
+    run_key = jax.random.key_data(jax.random.key(config.seed))
+    boxed = jax.eval_shape(init_boxed, run_key)
+    shardings = partitioning.logical_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), shardings)
+    init = jax.jit(lambda: nn.unbox(init_boxed(run_key)), out_shardings=shardings)
+    return init, shardings, abstract
+
+
+def _example(task: Task, source) -> dict:
+    return task.preprocess(source[0], np.random.default_rng(0))
+
+
+def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax.sharding.Mesh | None = None) -> dict:
+    """The variables (`{"params": ..., **model_state}`) of a run's latest checkpoint, sharded."""
+    mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
+    source = pipeline.load_sources(config.data)["train"]
+    optimizer = optim.make_optimizer(config.optim, config.train.steps)
+    _, _, abstract = sharded_state_layout(config, task, optimizer, _example(task, source), mesh)
+    checkpointer = checkpoint.Checkpointer(pathlib.Path(run_dir) / "checkpoints", save_every=1, keep=None,
+                                           async_save=False)
+    try:
+        state, _, _ = checkpointer.restore(abstract)
+    finally:
+        checkpointer.close()
+    return {"params": state.params, **state.model_state}
 
 
 def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_shardings):
@@ -127,18 +156,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
         source, task.preprocess, global_batch_size=config.train.batch_size,
         sharding=partitioning.batch_sharding(mesh), seed=config.seed, worker_count=config.data.worker_count)
     optimizer = optim.make_optimizer(config.optim, total_steps)
-    run_key = jax.random.key_data(jax.random.key(config.seed))
-    init_fn, boxed = abstract_state(task, optimizer, task.preprocess(source[0], np.random.default_rng(0)), run_key)
-    shardings = partitioning.logical_shardings(boxed, mesh, rules)
+    init, shardings, abstract = sharded_state_layout(config, task, optimizer, _example(task, source), mesh)
 
     checkpointer = checkpoint.Checkpointer(workdir / "checkpoints", save_every=config.train.save_every,
                                            keep=config.train.keep_checkpoints)
     if checkpointer.latest_step() is None:
-        state = jax.jit(init_fn, out_shardings=shardings)(run_key)
+        state = init()
         start = 0
     elif resume:
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                nn.unbox(boxed), shardings)
         state, data_state, start = checkpointer.restore(abstract)
         batches.set_state(data_state)
         log.info("resumed from step %d", start)

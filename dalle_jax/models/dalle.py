@@ -1,0 +1,187 @@
+"""The DALL·E transformer (Ramesh et al. 2021, section 2.2): one decoder over
+`[text tokens ; image tokens]`.
+
+- Separate text and image vocabularies and output heads.
+- A learned padding embedding for each text position (instead of one shared pad), so the
+  model knows how long the caption was at every position.
+- Learned text positions; learned row + column positions for image tokens.
+- Pre-LN blocks whose masks are chosen per layer (`nn/masks.py`).
+
+Sequence layout: positions `0 .. T-1` hold the text, `T + g` the image token `g`. Training
+feeds `tokens[:, :-1]`; the output at position `p` predicts token `p + 1`, so outputs
+`0 .. T-2` predict text and `T-1 ..` predict image tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dalle_jax import sampling
+from dalle_jax.nn import masks
+from dalle_jax.nn.attention import KVCache, dense_init, init_kv_cache
+from dalle_jax.nn.transformer import DecoderBlock, layer_norm
+from dalle_jax.text.tokenizer import PAD_ID
+
+
+def _embedding_init(names):
+    return nn.with_logical_partitioning(nn.initializers.normal(0.02), names)
+
+
+class DalleTransformer(nn.Module):
+    text_vocab_size: int
+    image_vocab_size: int
+    text_length: int
+    grid_size: tuple[int, int]  # (height, width) of the image-token grid
+    embed_dim: int
+    depth: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    attention_kinds: Sequence[str]  # one per layer, from masks.ATTENTION_KINDS
+    conv_kernel: int = 11
+    dtype: jnp.dtype = jnp.float32
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def length(self) -> int:
+        """Positions of a whole sequence (and of the key/value cache)."""
+        return self.text_length + self.num_image_tokens
+
+    def setup(self):
+        e = self.embed_dim
+        self.text_embedding = nn.Embed(self.text_vocab_size, e, embedding_init=_embedding_init(("vocab", "embed")))
+        self.image_embedding = nn.Embed(self.image_vocab_size, e, embedding_init=_embedding_init(("vocab", "embed")))
+        self.pad_embedding = self.param("pad_embedding", _embedding_init(("length", "embed")), (self.text_length, e))
+        self.text_position = self.param("text_position", _embedding_init(("length", "embed")), (self.text_length, e))
+        self.row_position = self.param("row_position", _embedding_init(("height", "embed")), (self.grid_size[0], e))
+        self.column_position = self.param("column_position", _embedding_init(("width", "embed")),
+                                          (self.grid_size[1], e))
+        self.blocks = [DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")
+                       for i in range(self.depth)]
+        self.final_norm = layer_norm(self.dtype)
+        head = lambda vocab: nn.Dense(vocab, dtype=jnp.float32, kernel_init=dense_init(("embed", "vocab")),
+                                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
+        self.text_head = head(self.text_vocab_size)
+        self.image_head = head(self.image_vocab_size)
+
+    def _masks(self) -> list[jax.Array]:
+        height, width = self.grid_size
+        return [jnp.asarray(masks.attention_mask(kind, self.text_length, height, width, self.conv_kernel))
+                for kind in self.attention_kinds]
+
+    def embed(self, tokens, start):
+        """`[batch, length]` ids at positions `start ..` to `[batch, length, embed]`."""
+        positions = start + jnp.arange(tokens.shape[1])
+        is_text = positions < self.text_length
+        text_pos = jnp.clip(positions, 0, self.text_length - 1)
+        text = jnp.where((tokens == PAD_ID)[..., None], self.pad_embedding[text_pos],
+                         self.text_embedding(jnp.where(is_text, tokens, 0))) + self.text_position[text_pos]
+        cell = jnp.clip(positions - self.text_length, 0, self.num_image_tokens - 1)
+        width = self.grid_size[1]
+        image = (self.image_embedding(jnp.where(is_text, 0, tokens)) + self.row_position[cell // width]
+                 + self.column_position[cell % width])
+        return jnp.where(is_text[None, :, None], text, image).astype(self.dtype)
+
+    def __call__(self, tokens, *, start=0, cache: Sequence[KVCache] | None = None):
+        """Final hidden states `[batch, length, embed]` (and the updated per-layer caches).
+
+        Without `cache`, `tokens` start at position 0. With it, `tokens` sit at positions
+        `start ..` (a traced scalar is fine) and attend to everything cached before them.
+        """
+        x = nn.with_logical_constraint(self.embed(tokens, start), ("batch", "length", "embed"))
+        length = tokens.shape[1]
+        new_cache = []
+        for i, (block, mask) in enumerate(zip(self.blocks, self._masks())):
+            if cache is None:
+                x, _ = block(x, mask[:length, :length])
+            else:
+                rows = jax.lax.dynamic_slice_in_dim(mask, start, length, axis=0)
+                x, layer_cache = block(x, rows, cache=cache[i], start=start)
+                new_cache.append(layer_cache)
+        x = self.final_norm(x)
+        if self.is_initializing():  # the heads are applied through their own methods; create them here
+            self.text_logits(x), self.image_logits(x)
+        return x if cache is None else (x, new_cache)
+
+    def text_logits(self, hidden):
+        return self.text_head(hidden)
+
+    def image_logits(self, hidden):
+        return self.image_head(hidden)
+
+    def init_cache(self, batch: int) -> list[KVCache]:
+        return [init_kv_cache(batch, self.length, self.num_heads, self.head_dim, self.dtype) for _ in range(self.depth)]
+
+
+def guided(logits, scale):
+    """Classifier-free guidance over a batch stacked as `[conditional; unconditional]`."""
+    conditional, unconditional = jnp.split(logits, 2, axis=0)
+    return unconditional + scale * (conditional - unconditional)
+
+
+def sample_image_tokens(model: DalleTransformer, params, text, rng, *, empty_text=None, guidance_scale=1.0,
+                        temperature=1.0, top_k: int = 0, top_p=1.0, use_cache: bool = True,
+                        return_logits: bool = False):
+    """Image tokens `int32 [batch, num_image_tokens]` for text `[batch, text_length]`.
+
+    One `lax.scan` over image positions. With `use_cache`, the text is processed once and
+    each step runs one position against the key/value cache; without it, each step
+    recomputes the whole prefix (for comparison). With `empty_text` (`[text_length]`, the
+    empty caption), conditional and unconditional passes run as one batch and are mixed
+    by `guidance_scale`. `return_logits` also returns the (guided) logits of every step,
+    `[num_image_tokens, batch, image_vocab]`.
+    """
+    batch, text_length = text.shape
+    if empty_text is not None:
+        text = jnp.concatenate([text, jnp.broadcast_to(empty_text, text.shape)], axis=0)
+    combine = (lambda logits: guided(logits, guidance_scale)) if empty_text is not None else (lambda logits: logits)
+    apply = lambda *args, **kwargs: model.apply({"params": params}, *args, **kwargs)
+    steps = model.num_image_tokens
+
+    def draw(logits, key):
+        logits = combine(logits)
+        token = sampling.sample(key, logits, temperature=temperature, top_k=top_k, top_p=top_p)
+        return logits, token
+
+    if use_cache:
+        hidden, cache = apply(text, cache=model.init_cache(text.shape[0]))
+        first_logits = apply(hidden[:, -1], method=model.image_logits)
+
+        def step(carry, key_and_index):
+            cache, logits = carry
+            key, index = key_and_index
+            logits, token = draw(logits, key)
+            tokens = jnp.concatenate([token, token]) if empty_text is not None else token
+            hidden, cache = apply(tokens[:, None], start=text_length + index, cache=cache)
+            return (cache, apply(hidden[:, 0], method=model.image_logits)), (token, logits)
+
+        carry = (cache, first_logits)
+    else:
+        def step(sequence, key_and_index):
+            key, index = key_and_index
+            hidden = apply(sequence[:, :-1])
+            logits = apply(jax.lax.dynamic_index_in_dim(hidden, text_length - 1 + index, 1, keepdims=False),
+                           method=model.image_logits)
+            logits, token = draw(logits, key)
+            tokens = jnp.concatenate([token, token]) if empty_text is not None else token
+            sequence = jax.lax.dynamic_update_index_in_dim(sequence, tokens, text_length + index, 1)
+            return sequence, (token, logits)
+
+        carry = jnp.concatenate([text, jnp.zeros((text.shape[0], steps), text.dtype)], axis=1)
+    keys = jax.random.split(rng, steps)
+    _, (tokens, logits) = jax.lax.scan(step, carry, (keys, jnp.arange(steps)))
+    tokens = tokens.T.astype(jnp.int32)  # [batch, steps]
+    return (tokens, logits) if return_logits else tokens
+
+
+def image_token_grid(tokens, grid_size: tuple[int, int]):
+    """`[batch, h * w]` to `[batch, h, w]`."""
+    return tokens.reshape(tokens.shape[0], *grid_size)
+

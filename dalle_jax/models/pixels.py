@@ -1,0 +1,19 @@
+"""Pixel conversions shared by the image models."""
+
+import jax.numpy as jnp
+
+
+def to_unit_range(images):
+    """`uint8` [0, 255] to `float32` [-1, 1]."""
+    return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+    """`float` [-1, 1] to `uint8` [0, 255]."""
+    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def psnr(reconstruction, images):
+    """Peak signal-to-noise ratio in dB of `[-1, 1]` reconstructions against `uint8` images."""
+    mse = jnp.mean(((reconstruction + 1.0) / 2.0 - images.astype(jnp.float32) / 255.0) ** 2)
+    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))

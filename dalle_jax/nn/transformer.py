@@ -1,0 +1,45 @@
+"""Pre-LayerNorm transformer decoder blocks (shared by DALL·E, CLIP's text tower, the captioner)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dalle_jax.nn.attention import KVCache, SelfAttention, dense_init
+
+ACTIVATION_AXES = ("batch", "length", "embed")
+
+
+def layer_norm(dtype, name=None) -> nn.LayerNorm:
+    return nn.LayerNorm(dtype=dtype, name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+class MlpBlock(nn.Module):
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=dense_init(("embed", "mlp")),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x)
+        h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "mlp"))
+        return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=dense_init(("mlp", "embed")),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h)
+
+
+class DecoderBlock(nn.Module):
+    """`x + attention(norm(x))`, then `x + mlp(norm(x))`; returns `(x, cache)`."""
+
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask, *, cache: KVCache | None = None, start=0):
+        h, cache = SelfAttention(self.num_heads, self.head_dim, self.dtype, name="attention")(
+            layer_norm(self.dtype, "attention_norm")(x), mask, cache=cache, start=start)
+        x = nn.with_logical_constraint(x + h, ACTIVATION_AXES)
+        x = x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "mlp_norm")(x))
+        return nn.with_logical_constraint(x, ACTIVATION_AXES), cache

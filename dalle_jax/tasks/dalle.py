@@ -1,0 +1,162 @@
+"""Training and sampling the DALL·E transformer.
+
+It needs the run's two tokenizers: `WORKDIR/text_tokenizer.model` and the image tokenizer
+trained into `WORKDIR/image_tokenizer`. The training images are encoded to tokens once
+(cached under `WORKDIR/image_tokens/`), so training steps only run the transformer.
+
+Loss: `text_weight` x text cross-entropy + `image_weight` x image cross-entropy (the paper's
+1/8 and 7/8). Captions are replaced by the empty caption with probability
+`caption_dropout`, which is what classifier-free guidance samples against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from dalle_jax.config import stage_config
+from dalle_jax.data import pipeline
+from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
+from dalle_jax.nn import masks
+from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
+from dalle_jax.text.tokenizer import TextTokenizer
+from dalle_jax.train import checkpoint, trainer
+
+
+def encode_images(tokenizer: nn.Module, variables: dict, source, batch_size: int = 256, desc: str = "") -> np.ndarray:
+    """Image tokens `int32 [len(source), h * w]` of every example of a source."""
+    encode = jax.jit(lambda images: tokenizer.apply(variables, images, method="encode"))
+    chunks = []
+    for begin in tqdm.trange(0, len(source), batch_size, desc=desc or "encode images", unit="batch"):
+        images = np.stack([source[i]["image"] for i in range(begin, min(begin + batch_size, len(source)))])
+        codes = np.asarray(encode(images))
+        chunks.append(codes.reshape(len(images), -1))
+    return np.concatenate(chunks).astype(np.int32)
+
+
+def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, variables, tokenizer_step: int) -> np.ndarray:
+    """`encode_images` of a split, computed once per tokenizer checkpoint and kept on disk."""
+    path = workdir / "image_tokens" / f"{split}_n{len(source)}_tokenizer_step{tokenizer_step}.npy"
+    if path.exists():
+        return np.load(path)
+    tokens = encode_images(tokenizer, variables, source, desc=f"encode {split} images")
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, tokens)
+        tmp.rename(path)  # never a half-written cache
+    return tokens
+
+
+def build_transformer(config, text_vocab_size: int, grid_size: tuple[int, int]) -> DalleTransformer:
+    m = config.model
+    return DalleTransformer(
+        text_vocab_size=text_vocab_size, image_vocab_size=config.image_tokenizer.num_codes,
+        text_length=config.text.max_length, grid_size=grid_size, embed_dim=m.embed_dim, depth=m.depth,
+        num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim,
+        attention_kinds=masks.layer_kinds(m.attention, m.depth), conv_kernel=m.conv_kernel, dtype=jnp.dtype(m.dtype))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DalleTask:
+    model: DalleTransformer
+    text_tokenizer: TextTokenizer
+    image_tokenizer: nn.Module
+    image_tokenizer_variables: Any
+    train_image_tokens: np.ndarray  # [num_train, num_image_tokens], row i = train example i
+    config: Any
+    name: str = "dalle"
+
+    @classmethod
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "DalleTask":
+        workdir = pathlib.Path(workdir)
+        text_tokenizer = TextTokenizer.load(workdir)
+        tokenizer_config = stage_config(config, "image_tokenizer")
+        tokenizer_task = ImageTokenizerTask.from_config(tokenizer_config)
+        tokenizer_dir = workdir / tokenizer_task.name
+        step = checkpoint.Checkpointer(tokenizer_dir / "checkpoints", save_every=1, keep=None).latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no image tokenizer in {tokenizer_dir}; run `python run.py "
+                                    f"train-image-tokenizer --workdir {workdir}` first")
+        variables = trainer.load_variables(tokenizer_config, tokenizer_dir, tokenizer_task)
+        source = pipeline.load_sources(config.data)["train"]
+        tokens = cached_image_tokens(workdir, "train", source, tokenizer_task.model, variables, step)
+        factor = 2 ** len(config.image_tokenizer.channels)
+        grid = (config.data.image_size // factor,) * 2
+        model = build_transformer(config, text_tokenizer.vocab_size, grid)
+        return cls(model, text_tokenizer, tokenizer_task.model, variables, tokens, config)
+
+    # -- training ------------------------------------------------------------------------
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        caption = example[self.config.text.caption_field]
+        if rng.random() < self.config.loss.caption_dropout:
+            caption = ""
+        return {"text": self.text_tokenizer.encode(caption, self.config.text.max_length),
+                "image_tokens": self.train_image_tokens[int(example["index"])]}
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        return self.model.init(rng, _sequence(batch)[:, :-1])
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        del rng, step
+        tokens = _sequence(batch)
+        text_length = self.model.text_length
+        hidden = self.model.apply({"params": params}, tokens[:, :-1])
+        text_logits = self.model.apply({"params": params}, hidden[:, : text_length - 1], method="text_logits")
+        image_logits = self.model.apply({"params": params}, hidden[:, text_length - 1:], method="image_logits")
+        text_loss = optax.softmax_cross_entropy_with_integer_labels(text_logits, tokens[:, 1:text_length]).mean()
+        image_targets = tokens[:, text_length:]
+        image_loss = optax.softmax_cross_entropy_with_integer_labels(image_logits, image_targets).mean()
+        weights = self.config.loss
+        loss = weights.text_weight * text_loss + weights.image_weight * image_loss
+        metrics = {"text_loss": text_loss, "image_loss": image_loss,
+                   "image_accuracy": jnp.mean(jnp.argmax(image_logits, -1) == image_targets)}
+        return loss, metrics, model_state
+
+    # -- sampling ------------------------------------------------------------------------
+
+    def encode_prompts(self, prompts: list[str]) -> np.ndarray:
+        return self.text_tokenizer.encode(prompts, self.config.text.max_length)
+
+    @functools.cached_property
+    def _sampler(self):
+        s = self.config.sample
+        empty = jnp.asarray(self.text_tokenizer.encode("", self.config.text.max_length))
+
+        def sample(params, text, rng, guidance_scale):
+            return sample_image_tokens(self.model, params, text, rng, empty_text=empty, guidance_scale=guidance_scale,
+                                       temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+
+        return jax.jit(sample)
+
+    @functools.cached_property
+    def _decoder(self):
+        grid = self.model.grid_size
+        return jax.jit(lambda tokens: self.image_tokenizer.apply(
+            self.image_tokenizer_variables, tokens.reshape(tokens.shape[0], *grid), method="decode"))
+
+    def generate(self, params, prompts: list[str], rng: jax.Array, *, guidance_scale: float | None = None) -> np.ndarray:
+        """`uint8 [len(prompts), H, W, 3]` images, one per prompt, in batches of `sample.batch_size`."""
+        scale = self.config.sample.guidance_scale if guidance_scale is None else guidance_scale
+        size = self.config.sample.batch_size
+        images = []
+        for i, begin in enumerate(range(0, len(prompts), size)):
+            chunk = prompts[begin: begin + size]
+            text = self.encode_prompts(chunk + [""] * (size - len(chunk)))  # one compiled shape
+            tokens = self._sampler(params, text, jax.random.fold_in(rng, i), scale)
+            images.append(np.asarray(self._decoder(tokens))[: len(chunk)])
+        return np.concatenate(images)
+
+
+def _sequence(batch: dict) -> jax.Array:
+    return jnp.concatenate([batch["text"], batch["image_tokens"]], axis=1)

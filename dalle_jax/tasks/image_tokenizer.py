@@ -1,0 +1,87 @@
+"""Training the image tokenizer (VQ-VAE or dVAE), as `config.image_tokenizer` says.
+
+Logged: reconstruction PSNR, codebook usage (fraction of codes used in the batch) and
+perplexity (exp of the entropy of the batch's code histogram).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dalle_jax.models import dvae, pixels
+from dalle_jax.models.dvae import DiscreteVAE
+from dalle_jax.models.vqvae import VQVAE
+
+KINDS = ("vqvae", "dvae")
+
+
+def build_image_tokenizer(c) -> nn.Module:
+    """The tokenizer that `config.image_tokenizer` describes."""
+    common = dict(num_codes=c.num_codes, code_dim=c.code_dim, channels=tuple(c.channels),
+                  num_res_blocks=c.num_res_blocks, dtype=jnp.dtype(c.dtype))
+    if c.kind == "vqvae":
+        return VQVAE(decay=c.ema_decay, **common)
+    if c.kind == "dvae":
+        return DiscreteVAE(reconstruction_loss=c.reconstruction_loss, **common)
+    raise ValueError(f"image_tokenizer.kind must be one of {KINDS}, got {c.kind!r}")
+
+
+def codebook_stats(codes, num_codes: int) -> dict[str, jax.Array]:
+    histogram = jnp.bincount(codes.reshape(-1), length=num_codes) / codes.size
+    entropy = -jnp.sum(jnp.where(histogram > 0, histogram * jnp.log(jnp.maximum(histogram, 1e-12)), 0.0))
+    return {"codebook_usage": jnp.mean(histogram > 0), "codebook_perplexity": jnp.exp(entropy)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTokenizerTask:
+    model: nn.Module
+    settings: Any  # config.image_tokenizer
+    name: str = "image_tokenizer"
+
+    @classmethod
+    def from_config(cls, config, workdir=None) -> "ImageTokenizerTask":
+        del workdir
+        return cls(build_image_tokenizer(config.image_tokenizer), config.image_tokenizer)
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        del rng
+        return {"image": example["image"]}
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        rngs = dict(zip(("params", "restart", "gumbel"), jax.random.split(rng, 3)))
+        return self.model.init(rngs, batch["image"], train=False)
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        images = batch["image"]
+        variables = {"params": params, **model_state}
+        if isinstance(self.model, VQVAE):
+            (reconstruction, codes, commitment), updates = self.model.apply(
+                variables, images, train=True, rngs={"restart": rng}, mutable=["codebook"])
+            mse = jnp.mean((reconstruction - pixels.to_unit_range(images)) ** 2)
+            loss = mse + self.settings.commitment_weight * commitment
+            metrics = {"mse": mse, "commitment": commitment}
+            model_state = {**model_state, **updates}
+        else:
+            s = self.settings
+            temperature = dvae.temperature_at(step, s.temperature_start, s.temperature_end, s.temperature_anneal_steps)
+            beta = dvae.kl_weight_at(step, s.kl_weight, s.kl_warmup_steps)
+            output, logits = self.model.apply(variables, images, temperature=temperature, train=True,
+                                              rngs={"gumbel": rng})
+            if self.model.reconstruction_loss == "logit_laplace":
+                nll = jnp.mean(dvae.logit_laplace_nll(output, images))
+            else:
+                nll = jnp.mean((output - pixels.to_unit_range(images)) ** 2)
+            kl = jnp.mean(dvae.kl_to_uniform(logits))
+            # Per-image sums (reconstruction over pixel values, KL over grid cells), per pixel value.
+            loss = nll + beta * kl * logits[..., 0].size / images.size
+            reconstruction = self.model.reconstruct(output)
+            codes = jnp.argmax(logits, -1)
+            metrics = {"reconstruction_nll": nll, "kl": kl, "temperature": temperature, "kl_weight": beta}
+        metrics |= {"psnr": pixels.psnr(reconstruction, images), **codebook_stats(codes, self.settings.num_codes)}
+        return loss, metrics, model_state

@@ -1,0 +1,57 @@
+"""`run.py` as a user runs it: help, config errors, and the whole DALL·E pipeline on the tiny config."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+
+def run(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), *args], capture_output=True, text=True, env=env,
+                            timeout=600, cwd=REPO)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_help_lists_the_commands():
+    out = run("--help").stdout
+    for command in ("build-data", "train-text-tokenizer", "train-image-tokenizer", "train", "generate", "eval"):
+        assert command in out
+
+
+def test_misspelt_key_and_unknown_command_are_clear_errors(tmp_path):
+    result = run("train", "--config", "configs/shapes_toy.py", "--workdir", str(tmp_path),
+                 "--config.train.stepz=3", check=False)
+    assert result.returncode != 0
+    assert "unknown config key 'train.stepz'; did you mean 'train.steps'" in result.stderr
+    assert not (tmp_path / "toy").exists()  # nothing started
+    result = run("trian", "--config", "configs/shapes_toy.py", check=False)
+    assert result.returncode != 0 and "expected one command of" in result.stderr
+
+
+def test_dalle_pipeline_end_to_end(tiny_data_dir, tmp_path):
+    common = ["--config", "configs/shapes_dalle.py:tiny", f"--config.data.data_dir={tiny_data_dir}",
+              "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
+    run("train-text-tokenizer", *common)
+    run("train-image-tokenizer", *common)
+    with pytest.raises(AssertionError, match="already holds checkpoints"):
+        run("train-image-tokenizer", *common)
+    run("train", *common)
+    out = tmp_path / "grid.png"
+    run("generate", *common, "--prompt", "a small red circle", "--prompt", "a large blue square",
+        "--num-samples", "2", "--out", str(out))
+    assert Image.open(out).size[0] > 4 * 32
+    run("eval", *common)
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report) == {"validation", "test_compositional"}
+    for summary in report.values():
+        assert summary["all"]["n"] == 8
+        assert all(0.0 <= summary["all"][k] <= 1.0 for k in ("colour", "shape", "size", "count", "all_correct"))
+    assert (tmp_path / "eval.md").read_text().startswith("| split | objects |")
