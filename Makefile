@@ -1,5 +1,5 @@
 # The whole set-up on a fresh machine with Python 3.10+ and make:
-#   make demo    # build the data, train the tokenizer and a model, write PNG grids to demo_out/
+#   make demo    # DALL·E 1 end to end at a small budget; PNG grids and eval table in demo_out/
 #   make test    # the unit tests
 PYTHON ?= python3
 VENV := .venv
@@ -18,15 +18,22 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n 2 -q tests
 
+# DALL·E 1 at a small budget (about 10 minutes on 2 cores); the full run is configs/shapes_dalle.py.
+RUN := $(BIN)/python run.py
+DALLE := --config configs/shapes_dalle.py:demo --config.data.data_dir=$(DEMO)/data --workdir $(DEMO)/dalle
+
 demo: $(INSTALLED)
-	$(BIN)/python run.py build-data --config configs/shapes_toy.py --config.data.data_dir=$(DEMO)/data
-	$(BIN)/python run.py show-data --config configs/shapes_toy.py --config.data.data_dir=$(DEMO)/data --out $(DEMO)/shapes_train.png
-	$(BIN)/python run.py show-data --config configs/shapes_toy.py --config.data.data_dir=$(DEMO)/data --split test_compositional --out $(DEMO)/shapes_test_compositional.png
-	$(BIN)/python run.py check-oracle --config configs/shapes_toy.py --num 200
-	$(BIN)/python run.py train-text-tokenizer --config configs/shapes_toy.py --config.data.data_dir=$(DEMO)/data --workdir $(DEMO)/toy
-	rm -rf $(DEMO)/toy/checkpoints $(DEMO)/toy/metrics.jsonl $(DEMO)/toy/tensorboard
-	$(BIN)/python run.py train --config configs/shapes_toy.py --config.data.data_dir=$(DEMO)/data --workdir $(DEMO)/toy
-	@echo "demo done: see $(DEMO)/*.png and $(DEMO)/toy/metrics.jsonl"
+	rm -rf $(DEMO)/dalle
+	$(RUN) build-data $(DALLE)
+	$(RUN) show-data $(DALLE) --num 16 --out $(DEMO)/shapes_train.png
+	$(RUN) train-text-tokenizer $(DALLE)
+	$(RUN) train-image-tokenizer $(DALLE)
+	$(RUN) train $(DALLE)
+	$(RUN) generate $(DALLE) --num-samples 4 --out $(DEMO)/dalle_samples.png \
+		--prompt "a small red circle" --prompt "a large blue square" --prompt "a small green triangle" \
+		--prompt "a large yellow cross" --prompt "a small white circle to the left of a large orange square"
+	$(RUN) eval $(DALLE)
+	@echo "demo done: $(DEMO)/dalle_samples.png, $(DEMO)/shapes_train.png, $(DEMO)/dalle/eval.md"
 
 clean:
 	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -10,7 +10,8 @@ Commands:
   train-image-tokenizer train the image tokenizer (VQ-VAE or dVAE) into --workdir/image_tokenizer
   train                 train the config's task into --workdir/TASK (--resume to continue)
   generate              DALL·E: images for --prompt (repeatable), --num-samples each, PNG grid to --out
-  eval                  DALL·E: oracle accuracy on validation and held-out prompts; --workdir/eval.json
+  eval                  DALL·E: oracle accuracy on validation and held-out prompts: --workdir/eval.json,
+                        eval.md, and the images with their prompts (eval_SPLIT.npz, eval_SPLIT.png)
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
@@ -157,6 +158,7 @@ def generate(config) -> None:
 
 def evaluate(config) -> None:
     import jax
+    import numpy as np
 
     from dalle_jax import viz
     from dalle_jax.data import pipeline
@@ -170,8 +172,9 @@ def evaluate(config) -> None:
         generate_fn = lambda prompts, key=jax.random.fold_in(rng, i): task.generate(params, prompts, key)
         report[split], images = generation.score_generator(generate_fn, scenes, batch_size=config.sample.batch_size,
                                                            desc=f"eval {split}")
-        viz.save_grid(_workdir() / f"eval_{split}.png", images[:32], [s.describe() for s in scenes[:32]],
-                      columns=8, scale=3, label_lines=4)
+        prompts = [scene.describe() for scene in scenes]
+        np.savez_compressed(_workdir() / f"eval_{split}.npz", images=images, prompts=np.array(prompts))
+        viz.save_grid(_workdir() / f"eval_{split}.png", images[:32], prompts[:32], columns=8, scale=3, label_lines=4)
     table = generation.markdown_table(report)
     (_workdir() / "eval.json").write_text(json.dumps(report, indent=2))
     (_workdir() / "eval.md").write_text(table + "\n")

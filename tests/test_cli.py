@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -55,3 +56,13 @@ def test_dalle_pipeline_end_to_end(tiny_data_dir, tmp_path):
         assert summary["all"]["n"] == 8
         assert all(0.0 <= summary["all"][k] <= 1.0 for k in ("colour", "shape", "size", "count", "all_correct"))
     assert (tmp_path / "eval.md").read_text().startswith("| split | objects |")
+    # The reported accuracy is the oracle's score of the saved images.
+    from dalle_jax.data import shapes
+    from dalle_jax.eval import oracle
+
+    saved = np.load(tmp_path / "eval_validation.npz")
+    sources = {i: shapes.make_example(0, "validation", i, image_size=32) for i in range(8)}
+    rescored = [oracle.score(img, shapes.Scene.from_features(sources[i], 32)) for i, img in enumerate(saved["images"])]
+    assert [str(p) for p in saved["prompts"]] == [sources[i]["prompt"] for i in range(8)]
+    assert np.mean([s["all_correct"] for s in rescored]) == report["validation"]["all"]["all_correct"]
+    assert np.mean([s["colour"] for s in rescored]) == pytest.approx(report["validation"]["all"]["colour"])
