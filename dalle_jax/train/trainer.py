@@ -194,24 +194,27 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
 
     try:
         with _StopFlag() as stop:
-            pending = None  # the latest step's metrics, checked one step late to keep the device busy
+            unchecked = None  # the previous step's metrics: checked one step late to keep the device busy
             tick, tick_step = time.perf_counter(), start
             for step in range(start + 1, stop_at_step + 1):
                 state, metrics = step_fn(state, next(batches))
-                if pending is not None:
-                    check(*pending)
-                pending = (step, metrics)
+                if unchecked is not None:
+                    check(*unchecked)
+                unchecked = (step, metrics)
                 progress.update(1)
-                if step % config.train.log_every == 0 or step == stop_at_step:
-                    host = check(*pending)
+                final = step == stop_at_step or stop.raised
+                log_due = step % config.train.log_every == 0 or final
+                save_due = step % config.train.save_every == 0 or final
+                if not (log_due or save_due):
+                    continue
+                host, unchecked = check(step, metrics), None  # never log or save past a non-finite loss
+                if log_due:
                     now = time.perf_counter()
                     host |= {"learning_rate": schedule(step - 1), "steps_per_sec": (step - tick_step) / (now - tick)}
                     tick, tick_step = now, step
                     writer.write(step, host)
                     progress.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
-                final = step == stop_at_step or stop.raised
-                if final or step % config.train.save_every == 0:
-                    check(*pending)  # never save a state that came from a non-finite loss
+                if save_due:
                     checkpointer.save(step, state, batches.get_state(), config_json, force=final)
                 if stop.raised:
                     checkpointer.wait()
