@@ -169,7 +169,8 @@ def evaluate(config) -> None:
     report = {}
     for i, split in enumerate(generation.EVAL_SPLITS):
         scenes = generation.prompt_scenes(sources[split], config.eval.num_prompts, config.data.image_size)
-        generate_fn = lambda prompts, key=jax.random.fold_in(rng, i): task.generate(params, prompts, key)
+        split_key = jax.random.fold_in(rng, i)
+        generate_fn = lambda prompts, batch, key=split_key: task.generate(params, prompts, jax.random.fold_in(key, batch))
         report[split], images = generation.score_generator(generate_fn, scenes, batch_size=config.sample.batch_size,
                                                            desc=f"eval {split}")
         prompts = [scene.describe() for scene in scenes]

@@ -8,6 +8,7 @@ checked example by example.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Sequence
 
@@ -15,6 +16,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dalle_jax.data import shapes
+
+
+# tfds warns "Using custom data configuration" on every load of a builder whose config is
+# built at run time, which is how every shapes config is made: drop that one message.
+logging.getLogger("absl").addFilter(lambda record: "Using custom data configuration" not in record.getMessage())
 
 
 class ShapesConfig(tfds.core.BuilderConfig):

@@ -17,7 +17,8 @@ from dalle_jax.data import shapes
 from dalle_jax.eval import oracle
 
 EVAL_SPLITS: tuple[str, ...] = ("validation", "test_compositional")
-Generator = Callable[[list[str]], np.ndarray]  # prompts -> uint8 [len(prompts), H, W, 3]
+# (prompts, batch index) -> uint8 [len(prompts), H, W, 3]; the index lets each batch draw its own noise.
+Generator = Callable[[list[str], int], np.ndarray]
 
 
 def prompt_scenes(source, num_prompts: int, image_size: int) -> list[shapes.Scene]:
@@ -28,9 +29,9 @@ def score_generator(generate: Generator, scenes: Sequence[shapes.Scene], *, batc
                     desc: str = "") -> tuple[dict, np.ndarray]:
     """(summary by object count, the generated images) for one prompt per scene."""
     images, scores = [], []
-    for begin in tqdm.trange(0, len(scenes), batch_size, desc=desc or "generate", unit="batch"):
+    for index, begin in enumerate(tqdm.trange(0, len(scenes), batch_size, desc=desc or "generate", unit="batch")):
         chunk = scenes[begin: begin + batch_size]
-        generated = generate([scene.describe() for scene in chunk])
+        generated = generate([scene.describe() for scene in chunk], index)
         images.append(generated)
         scores.extend(oracle.score(image, scene) for image, scene in zip(generated, chunk))
     return oracle.summarize(scores, [len(s.objects) for s in scenes]), np.concatenate(images)
