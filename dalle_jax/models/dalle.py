@@ -180,8 +180,3 @@ def sample_image_tokens(model: DalleTransformer, params, text, rng, *, empty_tex
     tokens = tokens.T.astype(jnp.int32)  # [batch, steps]
     return (tokens, logits) if return_logits else tokens
 
-
-def image_token_grid(tokens, grid_size: tuple[int, int]):
-    """`[batch, h * w]` to `[batch, h, w]`."""
-    return tokens.reshape(tokens.shape[0], *grid_size)
-

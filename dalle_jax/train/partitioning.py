@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-import numpy as np
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 BATCH_AXES: tuple[str, ...] = ("data", "fsdp")  # the mesh axes a batch is split over
@@ -72,7 +71,3 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
     """Leading (batch) dimension split over the data-parallel axes, the rest whole."""
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXES))
 
-
-def shard_count(sharding: jax.sharding.NamedSharding, shape: Sequence[int]) -> int:
-    """How many distinct pieces an array of `shape` is cut into (1 = replicated)."""
-    return int(np.prod([s // n for s, n in zip(shape, sharding.shard_shape(tuple(shape)))]))
