@@ -1,0 +1,149 @@
+"""CLIP (Radford et al. 2021): a text transformer and a ViT image encoder trained to agree.
+
+- Text: causal pre-LN transformer (the blocks DALL·E uses); the feature is the final
+  hidden state at the end-of-text token.
+- Image: ViT; patches by a strided convolution, a class token or mean pooling.
+- Both are projected linearly to a shared embedding and L2-normalised. The learnable
+  temperature starts at `log(1 / 0.07)` and its exponential is clamped at 100.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from dalle_jax.models.pixels import to_unit_range
+from dalle_jax.nn.attention import dense_init
+from dalle_jax.nn.transformer import DecoderBlock, layer_norm
+from dalle_jax.text.tokenizer import EOS_ID
+
+MAX_LOGIT_SCALE = 100.0
+
+
+def _normal(names, stddev=0.02):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
+
+
+class TransformerStack(nn.Module):
+    """`depth` pre-LN blocks under one mask, then a final LayerNorm."""
+
+    depth: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask):
+        for i in range(self.depth):
+            x, _ = DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
+        return layer_norm(self.dtype, "final_norm")(x)
+
+
+class TextEncoder(nn.Module):
+    """`int32 [batch, length]` tokens to `[batch, embed_dim]` features at the first `EOS_ID`."""
+
+    vocab_size: int
+    length: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_normal(("vocab", "embed")))(tokens)
+        x = x + self.param("position", _normal(("length", "embed")), (self.length, self.embed_dim))[: tokens.shape[1]]
+        causal = jnp.tril(jnp.ones((tokens.shape[1],) * 2, bool))
+        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(x.astype(self.dtype),
+                                                                                                   causal)
+        end = jnp.argmax(tokens == EOS_ID, axis=1)  # the first end-of-text token (a full row has it last)
+        end = jnp.where(jnp.any(tokens == EOS_ID, axis=1), end, tokens.shape[1] - 1)
+        return jnp.take_along_axis(x, end[:, None, None], axis=1)[:, 0]
+
+
+class VisionEncoder(nn.Module):
+    """`uint8 [batch, H, W, 3]` images to `[batch, embed_dim]` (ViT, class token or mean pooling)."""
+
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    pooling: str = "cls"  # or "mean"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images):
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        p = self.patch_size
+        x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), dtype=self.dtype, name="patch_embed",
+                    kernel_init=dense_init(("height", "width", None, "embed")),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(to_unit_range(images))
+        x = x.reshape(x.shape[0], -1, self.embed_dim)
+        if self.pooling == "cls":
+            cls = self.param("cls", _normal((None, "embed")), (1, self.embed_dim))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.embed_dim)).astype(x.dtype), x], axis=1)
+        x = x + self.param("position", _normal(("length", "embed")), x.shape[1:])
+        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(
+            x, jnp.ones((x.shape[1],) * 2, bool))
+        return x[:, 0] if self.pooling == "cls" else x.mean(axis=1)
+
+
+class CLIP(nn.Module):
+    text: TextEncoder
+    vision: VisionEncoder
+    projection_dim: int
+
+    def setup(self):
+        project = lambda: nn.Dense(self.projection_dim, use_bias=False, kernel_init=dense_init(("embed", "mlp")))
+        self.text_projection = project()
+        self.image_projection = project()
+        self.logit_scale = self.param("logit_scale", nn.with_logical_partitioning(
+            lambda _: jnp.full((), jnp.log(1 / 0.07), jnp.float32), ()))
+
+    def encode_text(self, tokens):
+        """L2-normalised `float32 [batch, projection_dim]`."""
+        return _l2_normalize(self.text_projection(self.text(tokens)))
+
+    def encode_image(self, images):
+        return _l2_normalize(self.image_projection(self.vision(images)))
+
+    def __call__(self, images, tokens):
+        """(image embeddings, text embeddings, temperature `exp(logit_scale)` clamped at 100)."""
+        scale = jnp.minimum(jnp.exp(self.logit_scale), MAX_LOGIT_SCALE)
+        return self.encode_image(images), self.encode_text(tokens), scale
+
+
+def _l2_normalize(x):
+    x = x.astype(jnp.float32)
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
+
+
+def contrastive_loss(image_embeddings, text_embeddings, scale):
+    """Symmetric InfoNCE over the whole (global) batch: row `i` of each matches row `i` of the other.
+
+    Under `jit` the batch may be sharded across devices; the `[batch, batch]` similarity is
+    over the global batch either way.
+    """
+    logits = scale * image_embeddings @ text_embeddings.T
+    labels = jnp.arange(logits.shape[0])
+    image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+    return (image_to_text + text_to_image) / 2
+
+
+def clip_score(image_embeddings, text_embeddings):
+    """100 x max(cosine, 0) per (image, text) pair of normalised embeddings: `[batch]`."""
+    return 100.0 * jnp.maximum(jnp.sum(image_embeddings * text_embeddings, axis=-1), 0.0)
+
+
+def similarity_ranking(image_embeddings, text_embedding, keep: int):
+    """Indices of the `keep` images most similar to one text embedding, best first."""
+    return jax.lax.top_k(image_embeddings @ text_embedding, keep)[1]
