@@ -9,9 +9,13 @@ Commands:
   train-text-tokenizer  train the BPE text tokenizer on the training captions into --workdir
   train-image-tokenizer train the image tokenizer (VQ-VAE or dVAE) into --workdir/image_tokenizer
   train                 train the config's task into --workdir/TASK (--resume to continue)
-  generate              DALL·E: images for --prompt (repeatable), --num-samples each, PNG grid to --out
+  train-clip            train CLIP into --workdir/clip (needs the text tokenizer in --workdir)
+  eval-clip             CLIP: zero-shot colour/shape accuracy and recall@1/5; --workdir/clip_eval.json
+  generate              DALL·E: images for --prompt (repeatable), --num-samples each, PNG grid to --out;
+                        --rerank N --keep K draws N per prompt and keeps the K that CLIP likes best
   eval                  DALL·E: oracle accuracy on validation and held-out prompts: --workdir/eval.json,
-                        eval.md, and the images with their prompts (eval_SPLIT.npz, eval_SPLIT.png)
+                        eval.md, and the images with their prompts (eval_SPLIT.npz, eval_SPLIT.png);
+                        CLIP score when --workdir/clip exists; --rerank N adds reranked (keep 1) figures
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
@@ -40,6 +44,9 @@ flags.DEFINE_integer("num", 16, "number of examples (show-data) or renders per s
 flags.DEFINE_string("out", None, "output PNG path")
 flags.DEFINE_multi_string("prompt", [], "prompt for generate (repeat the flag for several)")
 flags.DEFINE_integer("num_samples", 4, "images per prompt for generate")
+flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many candidates per prompt and rerank them with "
+                     "the CLIP in --workdir/clip (0: no reranking)")
+flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 
@@ -132,6 +139,23 @@ def train(config) -> None:
     _train_task(config, make_task(config, _workdir()))
 
 
+def train_clip(config) -> None:
+    from dalle_jax.tasks.clip import ClipTask
+
+    _train_task(config, ClipTask.from_config(config, _workdir()))
+
+
+def eval_clip(config) -> None:
+    from dalle_jax.tasks.clip import ClipTask
+    from dalle_jax.train import trainer
+
+    task = ClipTask.from_config(config, _workdir())
+    params = trainer.load_variables(config, _workdir() / task.name, task)["params"]
+    report = task.evaluate(params, {})
+    (_workdir() / "clip_eval.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
 def _trained_dalle(config):
     import jax
 
@@ -143,16 +167,48 @@ def _trained_dalle(config):
     return task, params, jax.random.key(config.seed)
 
 
+def _trained_clip():
+    """(embed_images, embed_text) of the CLIP trained in --workdir/clip, or None if there is none."""
+    import ml_collections
+
+    from dalle_jax.tasks.clip import ClipTask
+    from dalle_jax.train import trainer
+
+    run_dir = _workdir() / "clip"
+    if not (run_dir / "config.json").exists():
+        return None
+    config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    task = ClipTask.from_config(config, _workdir())
+    return task.embedders(trainer.load_variables(config, run_dir, task)["params"])
+
+
+def _clip_for_rerank():
+    embedders = _trained_clip()
+    if embedders is None:
+        raise app.UsageError(f"--rerank needs a CLIP in {_workdir() / 'clip'}: run train-clip first")
+    return embedders
+
+
 def generate(config) -> None:
+    import jax
+
     from dalle_jax import viz
+    from dalle_jax.eval import generation, rerank
 
     if not FLAGS.prompt:
         raise app.UsageError("generate needs at least one --prompt")
     task, params, rng = _trained_dalle(config)
-    prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
-    images = task.generate(params, prompts, rng)
+    generate_fn = lambda prompts, batch: task.generate(params, prompts, jax.random.fold_in(rng, batch))
+    per_prompt = FLAGS.rerank or FLAGS.num_samples
+    images = generation.generate_candidates(generate_fn, FLAGS.prompt, candidates=per_prompt,
+                                            batch_size=config.sample.batch_size)
+    labels = [[p] * per_prompt for p in FLAGS.prompt]
+    if FLAGS.rerank:
+        images, similarity = rerank.rerank(images, FLAGS.prompt, *_clip_for_rerank(), keep=FLAGS.keep)
+        labels = [[f"{p} (CLIP {100 * s:.1f})" for s in row] for p, row in zip(FLAGS.prompt, similarity)]
+    columns = images.shape[1] if len(FLAGS.prompt) > 1 else 8
     out = FLAGS.out or str(_workdir() / "samples.png")
-    print(viz.save_grid(out, images, prompts, columns=max(FLAGS.num_samples, 4) if len(FLAGS.prompt) > 1 else 8,
+    print(viz.save_grid(out, images.reshape(-1, *images.shape[2:]), sum(labels, []), columns=max(columns, 4),
                         scale=3, label_lines=4))
 
 
@@ -162,20 +218,31 @@ def evaluate(config) -> None:
 
     from dalle_jax import viz
     from dalle_jax.data import pipeline
-    from dalle_jax.eval import generation
+    from dalle_jax.eval import generation, rerank
 
     task, params, rng = _trained_dalle(config)
+    clip_embedders = _clip_for_rerank() if FLAGS.rerank else _trained_clip()
     sources = pipeline.load_sources(config.data)
     report = {}
     for i, split in enumerate(generation.EVAL_SPLITS):
         scenes = generation.prompt_scenes(sources[split], config.eval.num_prompts, config.data.image_size)
-        split_key = jax.random.fold_in(rng, i)
-        generate_fn = lambda prompts, batch, key=split_key: task.generate(params, prompts, jax.random.fold_in(key, batch))
-        report[split], images = generation.score_generator(generate_fn, scenes, batch_size=config.sample.batch_size,
-                                                           desc=f"eval {split}")
         prompts = [scene.describe() for scene in scenes]
-        np.savez_compressed(_workdir() / f"eval_{split}.npz", images=images, prompts=np.array(prompts))
-        viz.save_grid(_workdir() / f"eval_{split}.png", images[:32], prompts[:32], columns=8, scale=3, label_lines=4)
+        split_key = jax.random.fold_in(rng, i)
+        generate_fn = lambda batch_prompts, batch, key=split_key: task.generate(params, batch_prompts,
+                                                                                jax.random.fold_in(key, batch))
+        candidates = generation.generate_candidates(generate_fn, prompts, candidates=max(FLAGS.rerank, 1),
+                                                    batch_size=config.sample.batch_size, desc=f"eval {split}")
+        variants = {split: candidates[:, 0]}  # the first candidate is an ordinary sample
+        if FLAGS.rerank:
+            variants[f"{split}_rerank{FLAGS.rerank}_keep1"] = rerank.rerank(
+                candidates, prompts, *clip_embedders, keep=1)[0][:, 0]
+        for name, images in variants.items():
+            report[name] = generation.score_images(images, scenes)
+            if clip_embedders is not None:
+                report[name]["all"]["clip_score"] = float(rerank.clip_scores(images, prompts, *clip_embedders).mean())
+            np.savez_compressed(_workdir() / f"eval_{name}.npz", images=images, prompts=np.array(prompts))
+            viz.save_grid(_workdir() / f"eval_{name}.png", images[:32], prompts[:32], columns=8, scale=3,
+                          label_lines=4)
     table = generation.markdown_table(report)
     (_workdir() / "eval.json").write_text(json.dumps(report, indent=2))
     (_workdir() / "eval.md").write_text(table + "\n")
@@ -190,6 +257,8 @@ COMMANDS = {
     "train-text-tokenizer": train_text_tokenizer,
     "train-image-tokenizer": train_image_tokenizer,
     "train": train,
+    "train-clip": train_clip,
+    "eval-clip": eval_clip,
     "generate": generate,
     "eval": evaluate,
 }

@@ -164,6 +164,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.save_every = 500
     c.train.keep_checkpoints = 3
+    c.train.eval_every = 0  # steps between task.evaluate(...) calls (0: never); logged as eval/...
     c.train.progress_bar = True
     return c
 

@@ -66,3 +66,27 @@ def test_dalle_pipeline_end_to_end(tiny_data_dir, tmp_path):
     assert [str(p) for p in saved["prompts"]] == [sources[i]["prompt"] for i in range(8)]
     assert np.mean([s["all_correct"] for s in rescored]) == report["validation"]["all"]["all_correct"]
     assert np.mean([s["colour"] for s in rescored]) == pytest.approx(report["validation"]["all"]["colour"])
+
+
+def test_clip_training_reranking_and_clip_score(tiny_data_dir, tmp_path):
+    common = ["--config.data.data_dir=" + str(tiny_data_dir), "--workdir", str(tmp_path),
+              "--config.train.progress_bar=false"]
+    dalle = ["--config", "configs/shapes_dalle.py:tiny", *common]
+    clip = ["--config", "configs/shapes_clip.py:tiny", *common]
+    run("train-text-tokenizer", *dalle)
+    run("train-image-tokenizer", *dalle)
+    run("train", *dalle)
+    with pytest.raises(AssertionError, match="--rerank needs a CLIP"):
+        run("generate", *dalle, "--prompt", "a small red circle", "--rerank", "4")
+    run("train-clip", *clip)
+    printed = run("eval-clip", *clip).stdout
+    metrics = json.loads(printed[printed.index("{"):])
+    assert 0.0 <= metrics["zero_shot_colour"] <= 1.0 and metrics["num_examples"] == 32
+    out = tmp_path / "reranked.png"
+    run("generate", *dalle, "--prompt", "a small red circle", "--rerank", "4", "--keep", "2", "--out", str(out))
+    assert out.exists()
+    run("eval", *dalle, "--rerank", "2")
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report) == {"validation", "validation_rerank2_keep1", "test_compositional",
+                           "test_compositional_rerank2_keep1"}
+    assert all(0.0 <= report[name]["all"]["clip_score"] <= 100.0 for name in report)

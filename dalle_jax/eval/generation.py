@@ -25,24 +25,32 @@ def prompt_scenes(source, num_prompts: int, image_size: int) -> list[shapes.Scen
     return [shapes.Scene.from_features(source[i], image_size) for i in range(min(num_prompts, len(source)))]
 
 
-def score_generator(generate: Generator, scenes: Sequence[shapes.Scene], *, batch_size: int = 64,
-                    desc: str = "") -> tuple[dict, np.ndarray]:
-    """(summary by object count, the generated images) for one prompt per scene."""
-    images, scores = [], []
-    for index, begin in enumerate(tqdm.trange(0, len(scenes), batch_size, desc=desc or "generate", unit="batch")):
-        chunk = scenes[begin: begin + batch_size]
-        generated = generate([scene.describe() for scene in chunk], index)
-        images.append(generated)
-        scores.extend(oracle.score(image, scene) for image, scene in zip(generated, chunk))
-    return oracle.summarize(scores, [len(s.objects) for s in scenes]), np.concatenate(images)
+def generate_candidates(generate: Generator, prompts: Sequence[str], *, candidates: int = 1, batch_size: int = 64,
+                        desc: str = "generate") -> np.ndarray:
+    """`uint8 [len(prompts), candidates, H, W, 3]`: `candidates` independent images per prompt."""
+    repeated = [p for p in prompts for _ in range(candidates)]
+    images = [generate(repeated[begin: begin + batch_size], index) for index, begin in
+              enumerate(tqdm.trange(0, len(repeated), batch_size, desc=desc, unit="batch"))]
+    images = np.concatenate(images)
+    return images.reshape(len(prompts), candidates, *images.shape[1:])
+
+
+def score_images(images: np.ndarray, scenes: Sequence[shapes.Scene]) -> dict:
+    """Oracle summary (by object count) of one image per scene."""
+    scores = [oracle.score(image, scene) for image, scene in zip(images, scenes)]
+    return oracle.summarize(scores, [len(s.objects) for s in scenes])
 
 
 def markdown_table(report: dict[str, dict]) -> str:
-    """One row per (split, object count): n, each attribute and all-correct, in %."""
+    """One row per (split, object count): n, each attribute and all-correct in %, and CLIP score if present."""
     columns = (*oracle.ATTRIBUTES, "all_correct")
-    lines = ["| split | objects | n | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    with_clip = any("clip_score" in values for summary in report.values() for values in summary.values())
+    header = " | ".join(columns) + (" | clip_score" if with_clip else "")
+    lines = [f"| split | objects | n | {header} |", "|---|---|---|" + "---|" * (len(columns) + with_clip)]
     for split, summary in report.items():
         for group, values in summary.items():
             cells = " | ".join(f"{100 * values[c]:.1f}" for c in columns)
+            if with_clip:
+                cells += f" | {values['clip_score']:.1f}" if "clip_score" in values else " | "
             lines.append(f"| {split} | {group} | {values['n']} | {cells} |")
     return "\n".join(lines)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -138,12 +137,3 @@ def contrastive_loss(image_embeddings, text_embeddings, scale):
     text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
     return (image_to_text + text_to_image) / 2
 
-
-def clip_score(image_embeddings, text_embeddings):
-    """100 x max(cosine, 0) per (image, text) pair of normalised embeddings: `[batch]`."""
-    return 100.0 * jnp.maximum(jnp.sum(image_embeddings * text_embeddings, axis=-1), 0.0)
-
-
-def similarity_ranking(image_embeddings, text_embedding, keep: int):
-    """Indices of the `keep` images most similar to one text embedding, best first."""
-    return jax.lax.top_k(image_embeddings @ text_embedding, keep)[1]

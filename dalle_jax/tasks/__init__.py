@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 
+from dalle_jax.tasks.clip import ClipTask
 from dalle_jax.tasks.dalle import DalleTask
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
 from dalle_jax.tasks.toy import ToyTask
 
-TASKS = {"toy": ToyTask, "image_tokenizer": ImageTokenizerTask, "dalle": DalleTask}
+TASKS = {"toy": ToyTask, "image_tokenizer": ImageTokenizerTask, "dalle": DalleTask, "clip": ClipTask}
 
 
 def make_task(config, workdir=None):

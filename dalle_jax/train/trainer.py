@@ -14,7 +14,7 @@ import pathlib
 import signal
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import flax.linen as nn
 import jax
@@ -46,6 +46,14 @@ class Task(Protocol):
                 model_state: dict) -> tuple[jax.Array, dict, dict]:
         """`(loss, metrics, model_state)` for a global batch; pure and jit-compatible.
         `step` is the optimizer step (for schedules); `model_state` the non-trained collections."""
+
+
+def periodic_evaluation(task: Task, config) -> Callable[[TrainState], dict] | None:
+    """`task.evaluate(params, model_state)` if the task has one and `train.eval_every` asks for it."""
+    evaluate = getattr(task, "evaluate", None)
+    if evaluate is None or not config.train.eval_every:
+        return None
+    return lambda state: {f"eval/{k}": v for k, v in evaluate(state.params, state.model_state).items()}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -178,6 +186,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
     step_fn = make_step_fn(task, optimizer, mesh, rules, shardings)
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     writer = MetricWriter(workdir)
+    evaluate = periodic_evaluation(task, config)
     progress = tqdm.tqdm(total=stop_at_step, initial=start, desc=f"train {task.name}", unit="step",
                          disable=jax.process_index() != 0 or not config.train.progress_bar, dynamic_ncols=True)
 
@@ -203,7 +212,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
                 unchecked = (step, metrics)
                 progress.update(1)
                 final = step == stop_at_step or stop.raised
-                log_due = step % config.train.log_every == 0 or final
+                eval_due = evaluate is not None and (step % config.train.eval_every == 0 or final)
+                log_due = step % config.train.log_every == 0 or final or eval_due
                 save_due = step % config.train.save_every == 0 or final
                 if not (log_due or save_due):
                     continue
@@ -212,6 +222,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
                     now = time.perf_counter()
                     host |= {"learning_rate": schedule(step - 1), "steps_per_sec": (step - tick_step) / (now - tick)}
                     tick, tick_step = now, step
+                    if eval_due:
+                        host |= evaluate(state)
                     writer.write(step, host)
                     progress.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
                 if save_due:

@@ -9,28 +9,35 @@ def _scenes(count):
             for i in range(count)]
 
 
-def test_a_perfect_generator_scores_everything_and_an_empty_one_nothing():
-    scenes = _scenes(12)
-    by_prompt = {scene.describe(): shapes.render(scene) for scene in scenes}
+def test_candidates_are_grouped_by_prompt_and_batches_get_their_own_index():
     calls = []
 
-    def perfect(prompts, batch):
+    def fake(prompts, batch):
         calls.append(batch)
-        return np.stack([by_prompt[p] for p in prompts])
+        return np.stack([np.full((2, 2, 3), len(p), np.uint8) for p in prompts])
 
-    summary, images = generation.score_generator(perfect, scenes, batch_size=5)
-    assert calls == [0, 1, 2]  # each batch gets its own index (its own noise)
-    assert images.shape == (12, 32, 32, 3)
+    images = generation.generate_candidates(fake, ["a", "bbb"], candidates=3, batch_size=4)
+    assert images.shape == (2, 3, 2, 2, 3)
+    assert calls == [0, 1]
+    assert np.all(images[0] == 1) and np.all(images[1] == 3)
+
+
+def test_a_perfect_generator_scores_everything_and_an_empty_one_nothing():
+    scenes = _scenes(12)
+    perfect = np.stack([shapes.render(s) for s in scenes])
+    summary = generation.score_images(perfect, scenes)
     assert summary["all"]["all_correct"] == 1.0 and summary["all"]["n"] == 12
-    blank = lambda prompts, batch: np.full((len(prompts), 32, 32, 3), shapes.BACKGROUND, np.uint8)
-    assert generation.score_generator(blank, scenes, batch_size=5)[0]["all"]["all_correct"] == 0.0
+    blank = np.full_like(perfect, shapes.BACKGROUND)
+    assert generation.score_images(blank, scenes)["all"]["all_correct"] == 0.0
 
 
 def test_markdown_table_has_a_row_per_group():
     scenes = _scenes(6)
-    summary, _ = generation.score_generator(lambda p, b: np.stack([shapes.render(s) for s in scenes]), scenes,
-                                            batch_size=6)
+    summary = generation.score_images(np.stack([shapes.render(s) for s in scenes]), scenes)
     table = generation.markdown_table({"validation": summary})
     assert table.splitlines()[0].startswith("| split | objects | n |")
     assert len(table.splitlines()) == 2 + len(summary)
     assert "| validation | all | 6 | 100.0 |" in table
+    summary["all"]["clip_score"] = 31.25
+    with_clip = generation.markdown_table({"validation": summary}).splitlines()
+    assert with_clip[0].endswith("| clip_score |") and with_clip[-1].endswith("| 31.2 |")

@@ -1,0 +1,78 @@
+"""Training CLIP on image–caption pairs with the symmetric InfoNCE loss over the global batch.
+
+Needs the run's text tokenizer (`WORKDIR/text_tokenizer.model`); trains into `WORKDIR/clip`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dalle_jax.data import pipeline
+from dalle_jax.eval import clip_metrics
+from dalle_jax.models import clip
+from dalle_jax.text.tokenizer import TextTokenizer
+
+
+def build_clip(config, text_vocab_size: int) -> clip.CLIP:
+    m = config.model
+    common = dict(embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
+                  mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
+    return clip.CLIP(
+        clip.TextEncoder(vocab_size=text_vocab_size, length=config.text.max_length, **common),
+        clip.VisionEncoder(patch_size=m.patch_size, pooling=m.pooling, **common),
+        projection_dim=m.projection_dim)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClipTask:
+    model: clip.CLIP
+    text_tokenizer: TextTokenizer
+    config: Any
+    eval_examples: list  # validation examples for `evaluate`
+    name: str = "clip"
+
+    @classmethod
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "ClipTask":
+        text_tokenizer = TextTokenizer.load(workdir)
+        validation = pipeline.load_sources(config.data)["validation"]
+        examples = [validation[i] for i in range(min(config.eval.num_examples, len(validation)))]
+        return cls(build_clip(config, text_tokenizer.vocab_size), text_tokenizer, config, examples)
+
+    def embedders(self, params, batch_size: int = 256):
+        """(embed_images, embed_text): host functions to normalised `[n, dim]` numpy arrays."""
+        image_fn = jax.jit(lambda p, x: self.model.apply({"params": p}, x, method="encode_image"))
+        text_fn = jax.jit(lambda p, t: self.model.apply({"params": p}, t, method="encode_text"))
+
+        def batched(fn, inputs):
+            return np.concatenate([np.asarray(fn(params, inputs[i: i + batch_size]))
+                                   for i in range(0, len(inputs), batch_size)])
+
+        embed_images = lambda images: batched(image_fn, np.asarray(images))
+        embed_text = lambda texts: batched(text_fn, self.text_tokenizer.encode(list(texts), self.config.text.max_length))
+        return embed_images, embed_text
+
+    def evaluate(self, params, model_state) -> dict[str, float]:
+        """Zero-shot colour/shape accuracy and retrieval recall on validation examples."""
+        del model_state
+        return clip_metrics.evaluate_clip(*self.embedders(params), self.eval_examples)
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        del rng
+        return {"image": example["image"],
+                "text": self.text_tokenizer.encode(example[self.config.text.caption_field], self.config.text.max_length)}
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        return self.model.init(rng, batch["image"], batch["text"])
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        del rng, step
+        image_emb, text_emb, scale = self.model.apply({"params": params}, batch["image"], batch["text"])
+        loss = clip.contrastive_loss(image_emb, text_emb, scale)
+        matches = jnp.argmax(image_emb @ text_emb.T, axis=1) == jnp.arange(image_emb.shape[0])
+        return loss, {"batch_image_to_text_accuracy": matches.mean(), "logit_scale": scale}, model_state
