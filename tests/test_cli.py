@@ -79,6 +79,8 @@ def test_clip_training_reranking_and_clip_score(tiny_data_dir, tmp_path):
     with pytest.raises(AssertionError, match="--rerank needs a CLIP"):
         run("generate", *dalle, "--prompt", "a small red circle", "--rerank", "4")
     run("train-clip", *clip)
+    logged = [json.loads(line) for line in (tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "eval/zero_shot_shape" in row] == [2, 4]  # eval_every=2
     printed = run("eval-clip", *clip).stdout
     metrics = json.loads(printed[printed.index("{"):])
     assert 0.0 <= metrics["zero_shot_colour"] <= 1.0 and metrics["num_examples"] == 32
