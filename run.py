@@ -145,13 +145,18 @@ def train_clip(config) -> None:
     _train_task(config, ClipTask.from_config(config, _workdir()))
 
 
-def eval_clip(config) -> None:
-    from dalle_jax.tasks.clip import ClipTask
+def _trained_params(config, task):
+    """The parameters of `task`'s latest checkpoint in --workdir/TASK."""
     from dalle_jax.train import trainer
 
+    return trainer.load_variables(config, _workdir() / task.name, task)["params"]
+
+
+def eval_clip(config) -> None:
+    from dalle_jax.tasks.clip import ClipTask
+
     task = ClipTask.from_config(config, _workdir())
-    params = trainer.load_variables(config, _workdir() / task.name, task)["params"]
-    report = task.evaluate(params, {})
+    report = task.evaluate(_trained_params(config, task), {})
     (_workdir() / "clip_eval.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
@@ -160,11 +165,9 @@ def _trained_dalle(config):
     import jax
 
     from dalle_jax.tasks.dalle import DalleTask
-    from dalle_jax.train import trainer
 
     task = DalleTask.from_config(config, _workdir())
-    params = trainer.load_variables(config, _workdir() / task.name, task)["params"]
-    return task, params, jax.random.key(config.seed)
+    return task, _trained_params(config, task), jax.random.key(config.seed)
 
 
 def _trained_clip():
@@ -172,14 +175,13 @@ def _trained_clip():
     import ml_collections
 
     from dalle_jax.tasks.clip import ClipTask
-    from dalle_jax.train import trainer
 
-    run_dir = _workdir() / "clip"
-    if not (run_dir / "config.json").exists():
+    config_file = _workdir() / "clip" / "config.json"
+    if not config_file.exists():
         return None
-    config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     task = ClipTask.from_config(config, _workdir())
-    return task.embedders(trainer.load_variables(config, run_dir, task)["params"])
+    return task.embedders(_trained_params(config, task))
 
 
 def _clip_for_rerank():

@@ -37,9 +37,9 @@ def load_sources(data_config) -> dict[str, Any]:
                   num_validation=data_config.num_validation,
                   num_test_compositional=data_config.num_test_compositional, seed=data_config.seed,
                   num_objects_probs=tuple(data_config.num_objects_probs))
-    if jax.process_index() == 0:
-        tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
-    if jax.process_count() > 1:
+    if jax.process_count() > 1:  # process 0 renders; the others read what it wrote
+        if jax.process_index() == 0:
+            tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
         multihost_utils.sync_global_devices("shapes data set prepared")
     return {split: TextDecoded(source) for split, source in tfds_shapes.load_shapes(data_config.data_dir, **kwargs).items()}
 

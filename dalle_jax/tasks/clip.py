@@ -6,6 +6,7 @@ Needs the run's text tokenizer (`WORKDIR/text_tokenizer.model`); trains into `WO
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Any
 
@@ -44,10 +45,15 @@ class ClipTask:
         examples = [validation[i] for i in range(min(config.eval.num_examples, len(validation)))]
         return cls(build_clip(config, text_tokenizer.vocab_size), text_tokenizer, config, examples)
 
+    @functools.cached_property
+    def _encoders(self):
+        """Jitted `(params, images)` and `(params, tokens)` encoders, compiled once per task."""
+        return (jax.jit(lambda p, x: self.model.apply({"params": p}, x, method="encode_image")),
+                jax.jit(lambda p, t: self.model.apply({"params": p}, t, method="encode_text")))
+
     def embedders(self, params, batch_size: int = 256):
         """(embed_images, embed_text): host functions to normalised `[n, dim]` numpy arrays."""
-        image_fn = jax.jit(lambda p, x: self.model.apply({"params": p}, x, method="encode_image"))
-        text_fn = jax.jit(lambda p, t: self.model.apply({"params": p}, t, method="encode_text"))
+        image_fn, text_fn = self._encoders
 
         def batched(fn, inputs):
             return np.concatenate([np.asarray(fn(params, inputs[i: i + batch_size]))

@@ -83,7 +83,7 @@ class DalleTask:
         tokenizer_config = stage_config(config, "image_tokenizer")
         tokenizer_task = ImageTokenizerTask.from_config(tokenizer_config)
         tokenizer_dir = workdir / tokenizer_task.name
-        step = checkpoint.Checkpointer(tokenizer_dir / "checkpoints", save_every=1, keep=None).latest_step()
+        step = checkpoint.latest_step(tokenizer_dir / "checkpoints")
         if step is None:
             raise FileNotFoundError(f"no image tokenizer in {tokenizer_dir}; run `python run.py "
                                     f"train-image-tokenizer --workdir {workdir}` first")
@@ -133,8 +133,8 @@ class DalleTask:
         s = self.config.sample
         empty = jnp.asarray(self.text_tokenizer.encode("", self.config.text.max_length))
 
-        def sample(params, text, rng, guidance_scale):
-            return sample_image_tokens(self.model, params, text, rng, empty_text=empty, guidance_scale=guidance_scale,
+        def sample(params, text, rng):
+            return sample_image_tokens(self.model, params, text, rng, empty_text=empty, guidance_scale=s.guidance_scale,
                                        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
 
         return jax.jit(sample)
@@ -145,15 +145,14 @@ class DalleTask:
         return jax.jit(lambda tokens: self.image_tokenizer.apply(
             self.image_tokenizer_variables, tokens.reshape(tokens.shape[0], *grid), method="decode"))
 
-    def generate(self, params, prompts: list[str], rng: jax.Array, *, guidance_scale: float | None = None) -> np.ndarray:
+    def generate(self, params, prompts: list[str], rng: jax.Array) -> np.ndarray:
         """`uint8 [len(prompts), H, W, 3]` images, one per prompt, in batches of `sample.batch_size`."""
-        scale = self.config.sample.guidance_scale if guidance_scale is None else guidance_scale
         size = self.config.sample.batch_size
         images = []
         for i, begin in enumerate(range(0, len(prompts), size)):
             chunk = prompts[begin: begin + size]
             text = self.encode_prompts(chunk + [""] * (size - len(chunk)))  # one compiled shape
-            tokens = self._sampler(params, text, jax.random.fold_in(rng, i), scale)
+            tokens = self._sampler(params, text, jax.random.fold_in(rng, i))
             images.append(np.asarray(self._decoder(tokens))[: len(chunk)])
         return np.concatenate(images)
 

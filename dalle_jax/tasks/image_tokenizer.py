@@ -60,28 +60,32 @@ class ImageTokenizerTask:
     def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
         images = batch["image"]
         variables = {"params": params, **model_state}
-        if isinstance(self.model, VQVAE):
-            (reconstruction, codes, commitment), updates = self.model.apply(
-                variables, images, train=True, rngs={"restart": rng}, mutable=["codebook"])
-            mse = jnp.mean((reconstruction - pixels.to_unit_range(images)) ** 2)
-            loss = mse + self.settings.commitment_weight * commitment
-            metrics = {"mse": mse, "commitment": commitment}
-            model_state = {**model_state, **updates}
-        else:
-            s = self.settings
-            temperature = dvae.temperature_at(step, s.temperature_start, s.temperature_end, s.temperature_anneal_steps)
-            beta = dvae.kl_weight_at(step, s.kl_weight, s.kl_warmup_steps)
-            output, logits = self.model.apply(variables, images, temperature=temperature, train=True,
-                                              rngs={"gumbel": rng})
-            if self.model.reconstruction_loss == "logit_laplace":
-                nll = jnp.mean(dvae.logit_laplace_nll(output, images))
-            else:
-                nll = jnp.mean((output - pixels.to_unit_range(images)) ** 2)
-            kl = jnp.mean(dvae.kl_to_uniform(logits))
-            # Per-image sums (reconstruction over pixel values, KL over grid cells), per pixel value.
-            loss = nll + beta * kl * logits[..., 0].size / images.size
-            reconstruction = self.model.reconstruct(output)
-            codes = jnp.argmax(logits, -1)
-            metrics = {"reconstruction_nll": nll, "kl": kl, "temperature": temperature, "kl_weight": beta}
+        loss_of = self._vqvae_loss if isinstance(self.model, VQVAE) else self._dvae_loss
+        loss, metrics, reconstruction, codes, model_state = loss_of(variables, images, rng, step, model_state)
         metrics |= {"psnr": pixels.psnr(reconstruction, images), **codebook_stats(codes, self.settings.num_codes)}
         return loss, metrics, model_state
+
+    def _vqvae_loss(self, variables, images, rng, step, model_state):
+        """Reconstruction MSE + commitment; the EMA codebook update comes back as model state."""
+        del step
+        (reconstruction, codes, commitment), updates = self.model.apply(
+            variables, images, train=True, rngs={"restart": rng}, mutable=["codebook"])
+        mse = jnp.mean((reconstruction - pixels.to_unit_range(images)) ** 2)
+        loss = mse + self.settings.commitment_weight * commitment
+        return loss, {"mse": mse, "commitment": commitment}, reconstruction, codes, {**model_state, **updates}
+
+    def _dvae_loss(self, variables, images, rng, step, model_state):
+        """Reconstruction NLL + beta x KL to the uniform prior, with the paper's schedules."""
+        s = self.settings
+        temperature = dvae.temperature_at(step, s.temperature_start, s.temperature_end, s.temperature_anneal_steps)
+        beta = dvae.kl_weight_at(step, s.kl_weight, s.kl_warmup_steps)
+        output, logits = self.model.apply(variables, images, temperature=temperature, train=True, rngs={"gumbel": rng})
+        if self.model.reconstruction_loss == "logit_laplace":
+            nll = jnp.mean(dvae.logit_laplace_nll(output, images))
+        else:
+            nll = jnp.mean((output - pixels.to_unit_range(images)) ** 2)
+        kl = jnp.mean(dvae.kl_to_uniform(logits))
+        # Per-image sums (reconstruction over pixel values, KL over grid cells), per pixel value.
+        loss = nll + beta * kl * logits[..., 0].size / images.size
+        metrics = {"reconstruction_nll": nll, "kl": kl, "temperature": temperature, "kl_weight": beta}
+        return loss, metrics, self.model.reconstruct(output), jnp.argmax(logits, -1), model_state

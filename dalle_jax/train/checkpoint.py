@@ -76,3 +76,12 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def latest_step(directory: str | pathlib.Path) -> int | None:
+    """The latest saved step under `directory` (None if there is none), without keeping a manager open."""
+    checkpointer = Checkpointer(directory, save_every=1, keep=None, async_save=False)
+    try:
+        return checkpointer.latest_step()
+    finally:
+        checkpointer.close()
