@@ -16,6 +16,13 @@ Commands:
   eval                  DALL·E: oracle accuracy on validation and held-out prompts: --workdir/eval.json,
                         eval.md, and the images with their prompts (eval_SPLIT.npz, eval_SPLIT.png);
                         CLIP score when --workdir/clip exists; --rerank N adds reranked (keep 1) figures
+  train-captioner       DALL·E 3: train the captioner in --mode alt (pretraining), short or descriptive
+                        (fine-tuned from alt) into --workdir/captioner_MODE (needs --workdir/clip)
+  caption               DALL·E 3: print captions of --image files (repeatable) in --mode
+  recaption             DALL·E 3: caption every split with the --mode captioner (resumable), write the
+                        recaptioned tfds data set to --workdir/data and caption quality JSON
+  dalle3-experiment     DALL·E 3: every stage, then alt-text vs short vs descriptive captions for the same
+                        text-to-image model: --workdir/experiment.json and experiment.md
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
@@ -47,6 +54,8 @@ flags.DEFINE_integer("num_samples", 4, "images per prompt for generate")
 flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many candidates per prompt and rerank them with "
                      "the CLIP in --workdir/clip (0: no reranking)")
 flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking")
+flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat the flag for several)")
+flags.DEFINE_string("mode", None, "caption/recaption: captioner mode (alt, short or descriptive)")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 
@@ -102,12 +111,7 @@ def train_text_tokenizer(config) -> None:
     workdir = _workdir()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    def captions():
-        for index in range(len(source)):
-            example = source[index]
-            yield from (example["caption"], example["alt_text"])
-
-    tok = tokenizer.train_tokenizer(captions(), config.text.vocab_size)
+    tok = tokenizer.train_from_source(source, config.text.vocab_size)
     path = tok.save(workdir)
     sample = source[0]["caption"]
     print(f"{path}: {tok.vocab_size} pieces; {sample!r} -> {tok.encode(sample, config.text.max_length).tolist()}")
@@ -215,41 +219,70 @@ def generate(config) -> None:
 
 
 def evaluate(config) -> None:
+    from dalle_jax.data import pipeline
+    from dalle_jax.eval import generation
+
+    task, params, rng = _trained_dalle(config)
+    report = generation.evaluate_text_to_image(
+        lambda prompts, key: task.generate(params, prompts, key), pipeline.load_sources(config.data),
+        num_prompts=config.eval.num_prompts, image_size=config.data.image_size, rng=rng,
+        batch_size=config.sample.batch_size, clip_embedders=_clip_for_rerank() if FLAGS.rerank else _trained_clip(),
+        rerank_candidates=FLAGS.rerank, out_dir=_workdir())
+    print(generation.markdown_table(report))
+    print(f"wrote {_workdir() / 'eval.json'}")
+
+
+def train_captioner(config) -> None:
+    from dalle_jax.experiments import dalle3
+    from dalle_jax.tasks.captioner import CaptionerTask
+
+    config = dalle3.captioner_config(config, FLAGS.mode or config.captioner.mode)
+    _train_task(config, CaptionerTask.from_config(config, _workdir()))
+
+
+def _read_image(path: str, image_size: int):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as error:
+        raise app.UsageError(f"cannot read image {path}: {error}")
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(image, np.uint8)
+
+
+def caption(config) -> None:
     import jax
     import numpy as np
 
-    from dalle_jax import viz
-    from dalle_jax.data import pipeline
-    from dalle_jax.eval import generation, rerank
+    from dalle_jax.experiments import dalle3
 
-    task, params, rng = _trained_dalle(config)
-    clip_embedders = _clip_for_rerank() if FLAGS.rerank else _trained_clip()
-    sources = pipeline.load_sources(config.data)
-    report = {}
-    for i, split in enumerate(generation.EVAL_SPLITS):
-        scenes = generation.prompt_scenes(sources[split], config.eval.num_prompts, config.data.image_size)
-        prompts = [scene.describe() for scene in scenes]
-        split_key = jax.random.fold_in(rng, i)
-        generate_fn = lambda batch_prompts, batch, key=split_key: task.generate(params, batch_prompts,
-                                                                                jax.random.fold_in(key, batch))
-        candidates = generation.generate_candidates(generate_fn, prompts, candidates=max(FLAGS.rerank, 1),
-                                                    batch_size=config.sample.batch_size, desc=f"eval {split}")
-        variants = {split: candidates[:, 0]}  # the first candidate is an ordinary sample
-        if FLAGS.rerank:
-            variants[f"{split}_rerank{FLAGS.rerank}_keep1"] = rerank.rerank(
-                candidates, prompts, *clip_embedders, keep=1)[0][:, 0]
-        for name, images in variants.items():
-            report[name] = generation.score_images(images, scenes)
-            if clip_embedders is not None:
-                report[name]["all"]["clip_score"] = float(rerank.clip_scores(images, prompts, *clip_embedders).mean())
-            np.savez_compressed(_workdir() / f"eval_{name}.npz", images=images, prompts=np.array(prompts))
-            viz.save_grid(_workdir() / f"eval_{name}.png", images[:32], prompts[:32], columns=8, scale=3,
-                          label_lines=4)
-    table = generation.markdown_table(report)
-    (_workdir() / "eval.json").write_text(json.dumps(report, indent=2))
-    (_workdir() / "eval.md").write_text(table + "\n")
-    print(table)
-    print(f"wrote {_workdir() / 'eval.json'}")
+    if not FLAGS.image:
+        raise app.UsageError("caption needs at least one --image")
+    task, params = dalle3.trained_captioner(config, _workdir(), FLAGS.mode or config.captioner.mode)
+    images = np.stack([_read_image(path, config.data.image_size) for path in FLAGS.image])
+    for path, text in zip(FLAGS.image, task.caption(params, images, jax.random.key(config.seed))):
+        print(f"{path}\t{text}")
+
+
+def recaption_command(config) -> None:
+    from dalle_jax.experiments import dalle3
+
+    mode = FLAGS.mode or "descriptive"
+    result = dalle3.recaption_data(config, _workdir(), mode)
+    print(json.dumps({k: result[k] for k in ("mode", "throughput", "quality")}, indent=2))
+    print(f"wrote {_workdir() / 'data'} ({dalle3.recaptioned_name(config.data, mode)}) and "
+          f"{_workdir() / 'recaption' / mode / 'quality.json'}")
+
+
+def dalle3_experiment(config) -> None:
+    from dalle_jax.experiments import dalle3
+
+    report = dalle3.run(config, _workdir())
+    print(dalle3.markdown_report(report))
+    print(f"wrote {_workdir() / 'experiment.json'} and experiment.md")
 
 
 COMMANDS = {
@@ -263,6 +296,10 @@ COMMANDS = {
     "eval-clip": eval_clip,
     "generate": generate,
     "eval": evaluate,
+    "train-captioner": train_captioner,
+    "caption": caption,
+    "recaption": recaption_command,
+    "dalle3-experiment": dalle3_experiment,
 }
 
 

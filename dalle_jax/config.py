@@ -29,7 +29,15 @@ def load_config(path: str, overrides: Iterable[str] | Mapping[str, Any] = ()) ->
       overrides: `"a.b=value"` strings (values parsed as Python literals, else kept as
         strings) or a mapping from dotted key to value.
     """
-    file_name, _, variant = path.partition(":")
+    config = config_from_file(path)
+    apply_overrides(config, overrides)
+    config.lock()
+    return config
+
+
+def config_from_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of `file[:variant]`, unlocked (a config file may build on another)."""
+    file_name, _, variant = str(path).partition(":")
     file = pathlib.Path(file_name)
     if not file.is_file():
         raise ConfigError(f"config file not found: {file}")
@@ -38,10 +46,7 @@ def load_config(path: str, overrides: Iterable[str] | Mapping[str, Any] = ()) ->
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{file} defines no get_config()")
-    config = module.get_config(variant) if variant else module.get_config()
-    apply_overrides(config, overrides)
-    config.lock()
-    return config
+    return module.get_config(variant) if variant else module.get_config()
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -131,6 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.text.vocab_size = 512  # an upper bound: small corpora give fewer pieces
     c.text.max_length = 32
     c.text.caption_field = "caption"  # which caption feature text-to-image training reads
+    # DALL·E 3 blending: read this (synthetic) caption feature instead with probability `synthetic_caption_rate`.
+    c.text.synthetic_caption_field = ""
+    c.text.synthetic_caption_rate = 0.95
 
     # Mesh axis sizes; one may be -1 (all remaining devices).
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})

@@ -92,3 +92,31 @@ def test_clip_training_reranking_and_clip_score(tiny_data_dir, tmp_path):
     assert set(report) == {"validation", "validation_rerank2_keep1", "test_compositional",
                            "test_compositional_rerank2_keep1"}
     assert all(0.0 <= report[name]["all"]["clip_score"] <= 100.0 for name in report)
+
+
+def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
+    common = ["--config", "configs/shapes_dalle3.py:tiny", f"--config.data.data_dir={tiny_data_dir}",
+              "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
+    run("dalle3-experiment", *common)
+    report = json.loads((tmp_path / "experiment.json").read_text())
+    assert set(report["arms"]) == {"alt", "short", "descriptive"}
+    for splits in report["arms"].values():
+        assert set(splits) == {"validation", "test_compositional"}
+        assert splits["validation"]["all"]["n"] == 8 and 0 <= splits["validation"]["all"]["clip_score"] <= 100
+    assert set(report["caption_quality"]) == {"alt_text (original)", "short (synthetic)", "descriptive (synthetic)"}
+    assert report["caption_quality"]["alt_text (original)"]["all"]["precision"] == 1.0  # alt text is true
+    assert (tmp_path / "experiment.md").read_text().startswith("| training captions |")
+    for mode in ("short", "descriptive"):
+        assert (tmp_path / "recaption" / mode / "quality.json").exists()
+        assert (tmp_path / f"captioner_{mode}" / "checkpoints").exists()
+    # Every stage is done: recaptioning again captions nothing, and the captioner captions a PNG.
+    printed = run("recaption", *common, "--mode", "short").stdout
+    assert json.loads(printed[: printed.rindex("}") + 1])["throughput"]["images"] == 0
+    from dalle_jax.data import shapes
+
+    image = tmp_path / "shape.png"
+    Image.fromarray(shapes.make_example(0, "validation", 0, image_size=32)["image"]).save(image)
+    out = run("caption", *common, "--mode", "descriptive", "--image", str(image)).stdout
+    assert out.startswith(f"{image}\t")
+    missing = run("caption", *common, "--image", str(tmp_path / "nope.png"), check=False)
+    assert missing.returncode != 0 and "cannot read image" in missing.stderr and "nope.png" in missing.stderr

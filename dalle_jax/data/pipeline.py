@@ -24,6 +24,19 @@ Example = Mapping[str, Any]
 Batch = dict[str, np.ndarray]
 
 
+def source_name(data_config) -> str:
+    """The tfds name (`name/config`) that `load_sources` reads for `config.data`."""
+    if data_config.name != "shapes":
+        return data_config.name
+    return f"shapes/{tfds_shapes.ShapesConfig(**_shapes_kwargs(data_config)).name}"
+
+
+def _shapes_kwargs(data_config) -> dict:
+    return dict(image_size=data_config.image_size, num_train=data_config.num_train,
+                num_validation=data_config.num_validation, num_test_compositional=data_config.num_test_compositional,
+                seed=data_config.seed, num_objects_probs=tuple(data_config.num_objects_probs))
+
+
 def load_sources(data_config) -> dict[str, Any]:
     """Random-access sources by split for `config.data`.
 
@@ -33,10 +46,7 @@ def load_sources(data_config) -> dict[str, Any]:
     if data_config.name != "shapes":
         sources = tfds.data_source(data_config.name, data_dir=data_config.data_dir)
         return {split: TextDecoded(source) for split, source in sources.items()}
-    kwargs = dict(image_size=data_config.image_size, num_train=data_config.num_train,
-                  num_validation=data_config.num_validation,
-                  num_test_compositional=data_config.num_test_compositional, seed=data_config.seed,
-                  num_objects_probs=tuple(data_config.num_objects_probs))
+    kwargs = _shapes_kwargs(data_config)
     if jax.process_count() > 1:  # process 0 renders; the others read what it wrote
         if jax.process_index() == 0:
             tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
@@ -55,6 +65,14 @@ class TextDecoded:
 
     def __getitem__(self, index: int) -> dict:
         return {k: v.decode() if isinstance(v, bytes) else v for k, v in self._source[index].items()}
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def features(self):
+        """The source's tfds `FeaturesDict`."""
+        return self._source.dataset_info.features
 
     def __repr__(self) -> str:
         return f"TextDecoded({self._source!r})"

@@ -300,6 +300,13 @@ def descriptive_caption(scene: Scene, rng: np.random.Generator, canonical: bool 
     return pick(_THREE_OBJECTS).format(*(o.phrase() for o in order))
 
 
+def short_caption(scene: Scene) -> str:
+    """The main subject only (DALL·E 3's short synthetic caption): the largest object, the
+    first of equals, with its size, colour and shape."""
+    main = max(scene.objects, key=lambda o: SIZES.index(o.size))  # max keeps the first of equals
+    return f"a {main.phrase()}"
+
+
 def alt_text_caption(scene: Scene, rng: np.random.Generator) -> str:
     """A deficient caption: one object only (often without size), or a vague phrase."""
     obj = scene.objects[rng.integers(len(scene.objects))]

@@ -8,13 +8,17 @@ all-correct, overall and by number of objects.
 
 from __future__ import annotations
 
+import json
+import pathlib
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 import tqdm
 
+from dalle_jax import viz
 from dalle_jax.data import shapes
-from dalle_jax.eval import oracle
+from dalle_jax.eval import oracle, rerank
 
 EVAL_SPLITS: tuple[str, ...] = ("validation", "test_compositional")
 # (prompts, batch index) -> uint8 [len(prompts), H, W, 3]; the index lets each batch draw its own noise.
@@ -54,3 +58,41 @@ def markdown_table(report: dict[str, dict]) -> str:
                 cells += f" | {values['clip_score']:.1f}" if "clip_score" in values else " | "
             lines.append(f"| {split} | {group} | {values['n']} | {cells} |")
     return "\n".join(lines)
+
+
+def evaluate_text_to_image(generate_batch: Callable[[list[str], jax.Array], np.ndarray], sources: dict, *,
+                           num_prompts: int, image_size: int, rng: jax.Array, batch_size: int,
+                           clip_embedders=None, rerank_candidates: int = 0, out_dir: str | pathlib.Path | None = None,
+                           ) -> dict:
+    """Oracle (and CLIP score) report of a text-to-image model on every `EVAL_SPLITS` split.
+
+    `generate_batch(prompts, key)` returns `uint8 [len(prompts), H, W, 3]`. With
+    `rerank_candidates = N`, N candidates are drawn per prompt, the first is scored as the
+    plain sample and the one CLIP prefers as `SPLIT_rerankN_keep1`. With `out_dir`, writes
+    `eval.json`, `eval.md` and per row `eval_ROW.npz` (images and prompts) and `eval_ROW.png`.
+    """
+    report, images_by_row = {}, {}
+    for i, split in enumerate(EVAL_SPLITS):
+        scenes = prompt_scenes(sources[split], num_prompts, image_size)
+        prompts = [scene.describe() for scene in scenes]
+        split_key = jax.random.fold_in(rng, i)
+        candidates = generate_candidates(lambda batch_prompts, batch: generate_batch(
+            batch_prompts, jax.random.fold_in(split_key, batch)), prompts, candidates=max(rerank_candidates, 1),
+            batch_size=batch_size, desc=f"eval {split}")
+        rows = {split: candidates[:, 0]}  # the first candidate is an ordinary sample
+        if rerank_candidates:
+            rows[f"{split}_rerank{rerank_candidates}_keep1"] = rerank.rerank(candidates, prompts, *clip_embedders,
+                                                                            keep=1)[0][:, 0]
+        for name, images in rows.items():
+            report[name] = score_images(images, scenes)
+            if clip_embedders is not None:
+                report[name]["all"]["clip_score"] = float(rerank.clip_scores(images, prompts, *clip_embedders).mean())
+            images_by_row[name] = (images, prompts)
+    if out_dir is not None:
+        out_dir = pathlib.Path(out_dir)
+        for name, (images, prompts) in images_by_row.items():
+            np.savez_compressed(out_dir / f"eval_{name}.npz", images=images, prompts=np.array(prompts))
+            viz.save_grid(out_dir / f"eval_{name}.png", images[:32], prompts[:32], columns=8, scale=3, label_lines=4)
+        (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+        (out_dir / "eval.md").write_text(markdown_table(report) + "\n")
+    return report

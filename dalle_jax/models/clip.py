@@ -2,12 +2,18 @@
 
 - Text: causal pre-LN transformer (the blocks DALL·E uses); the feature is the final
   hidden state at the end-of-text token.
-- Image: ViT; patches by a strided convolution, a class token or mean pooling.
+- Image: ViT; patches by a strided convolution (optionally overlapping: a kernel wider than
+  the stride), optionally after a small stem of 3×3
+  convolutions at full resolution (Xiao et al. 2021, "Early convolutions help transformers
+  see better": on 32×32 shapes it separates small circles from squares sooner); a class
+  token or mean pooling.
 - Both are projected linearly to a shared embedding and L2-normalised. The learnable
   temperature starts at `log(1 / 0.07)` and its exponential is clamped at 100.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,6 +21,7 @@ import optax
 
 from dalle_jax.models.pixels import to_unit_range
 from dalle_jax.nn.attention import dense_init
+from dalle_jax.nn.conv import conv
 from dalle_jax.nn.transformer import DecoderBlock, layer_norm
 from dalle_jax.text.tokenizer import EOS_ID
 
@@ -75,16 +82,22 @@ class VisionEncoder(nn.Module):
     head_dim: int
     mlp_dim: int
     pooling: str = "cls"  # or "mean"
+    stem_channels: Sequence[int] = ()  # 3×3 conv + GELU layers before the patch embedding
+    patch_kernel: int = 0  # > patch_size: overlapping patches (each token sees its neighbours' pixels)
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, images):
+    def __call__(self, images, *, pooled: bool = True):
+        """`[batch, embed_dim]`, or with `pooled=False` every output token `[batch, tokens, embed_dim]`."""
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        p = self.patch_size
-        x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), dtype=self.dtype, name="patch_embed",
+        x = to_unit_range(images).astype(self.dtype)
+        for i, channels in enumerate(self.stem_channels):
+            x = nn.gelu(conv(channels, dtype=self.dtype, name=f"stem_{i}")(x))
+        p, k = self.patch_size, max(self.patch_kernel, self.patch_size)
+        x = nn.Conv(self.embed_dim, (k, k), strides=(p, p), padding="SAME", dtype=self.dtype, name="patch_embed",
                     kernel_init=dense_init(("height", "width", None, "embed")),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(to_unit_range(images))
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x)
         x = x.reshape(x.shape[0], -1, self.embed_dim)
         if self.pooling == "cls":
             cls = self.param("cls", _normal((None, "embed")), (1, self.embed_dim))
@@ -92,6 +105,8 @@ class VisionEncoder(nn.Module):
         x = x + self.param("position", _normal(("length", "embed")), x.shape[1:])
         x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(
             x, jnp.ones((x.shape[1],) * 2, bool))
+        if not pooled:
+            return x
         return x[:, 0] if self.pooling == "cls" else x.mean(axis=1)
 
 
@@ -113,6 +128,11 @@ class CLIP(nn.Module):
 
     def encode_image(self, images):
         return _l2_normalize(self.image_projection(self.vision(images)))
+
+    def image_features(self, images, *, pooled: bool):
+        """F(i) for the captioner: the normalised embedding `[batch, 1, projection_dim]` if
+        `pooled`, else the image tower's output tokens `[batch, tokens, embed_dim]`."""
+        return self.encode_image(images)[:, None] if pooled else self.vision(images, pooled=False)
 
     def __call__(self, images, tokens):
         """(image embeddings, text embeddings, temperature `exp(logit_scale)` clamped at 100)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 
+from dalle_jax.tasks.captioner import CaptionerTask
 from dalle_jax.tasks.clip import ClipTask
 from dalle_jax.tasks.dalle import DalleTask
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
 from dalle_jax.tasks.toy import ToyTask
 
-TASKS = {"toy": ToyTask, "image_tokenizer": ImageTokenizerTask, "dalle": DalleTask, "clip": ClipTask}
+TASKS = {"toy": ToyTask, "image_tokenizer": ImageTokenizerTask, "dalle": DalleTask, "clip": ClipTask,
+         "captioner": CaptionerTask}
 
 
 def make_task(config, workdir=None):

@@ -26,7 +26,9 @@ def build_clip(config, text_vocab_size: int) -> clip.CLIP:
                   mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
     return clip.CLIP(
         clip.TextEncoder(vocab_size=text_vocab_size, length=config.text.max_length, **common),
-        clip.VisionEncoder(patch_size=m.patch_size, pooling=m.pooling, **common),
+        # `.get`: CLIP runs saved before these options existed read back as before.
+        clip.VisionEncoder(patch_size=m.patch_size, pooling=m.pooling, stem_channels=tuple(m.get("stem_channels", ())),
+                           patch_kernel=m.get("patch_kernel", 0), **common),
         projection_dim=m.projection_dim)
 
 

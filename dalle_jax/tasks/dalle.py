@@ -57,6 +57,15 @@ def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, va
     return tokens
 
 
+def training_caption(example: dict, text_config, rng: np.random.Generator) -> str:
+    """The caption a training example is read with: with `synthetic_caption_field` set, that
+    synthetic caption with probability `synthetic_caption_rate` (DALL·E 3 section 3.1 blends
+    at 0.95), else the original `caption_field`."""
+    if text_config.synthetic_caption_field and rng.random() < text_config.synthetic_caption_rate:
+        return example[text_config.synthetic_caption_field]
+    return example[text_config.caption_field]
+
+
 def build_transformer(config, text_vocab_size: int, grid_size: tuple[int, int]) -> DalleTransformer:
     m = config.model
     return DalleTransformer(
@@ -98,7 +107,7 @@ class DalleTask:
     # -- training ------------------------------------------------------------------------
 
     def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        caption = example[self.config.text.caption_field]
+        caption = training_caption(example, self.config.text, rng)
         if rng.random() < self.config.loss.caption_dropout:
             caption = ""
         return {"text": self.text_tokenizer.encode(caption, self.config.text.max_length),

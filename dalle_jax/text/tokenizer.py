@@ -81,3 +81,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, num_threads=1, minloglevel=2,
     )
     return TextTokenizer(model.getvalue())
+
+
+def train_from_source(source, vocab_size: int, fields: Sequence[str] = ("caption", "alt_text")) -> TextTokenizer:
+    """`train_tokenizer` on the `fields` captions of every example of a random-access source."""
+    return train_tokenizer((source[i][field] for i in range(len(source)) for field in fields), vocab_size)

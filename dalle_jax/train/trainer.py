@@ -47,6 +47,21 @@ class Task(Protocol):
         """`(loss, metrics, model_state)` for a global batch; pure and jit-compatible.
         `step` is the optimizer step (for schedules); `model_state` the non-trained collections."""
 
+    # Optional: `evaluate(params, model_state) -> dict` (run every `train.eval_every` steps) and
+    # `initial_params(params) -> params` (pretrained weights for a fresh run; see `starting_params`).
+
+
+def starting_params(task: Task, params: Any, shardings: Any) -> Any:
+    """A fresh run's parameters: `task.initial_params(params)` if the task starts from
+    pretrained weights (fine-tuning), else the freshly initialised `params`."""
+    initial_params = getattr(task, "initial_params", None)
+    if initial_params is None:
+        return params
+    loaded = initial_params(params)
+    if jax.tree.structure(loaded) != jax.tree.structure(params):
+        raise ValueError(f"{task.name}: initial_params changed the parameter tree")
+    return jax.device_put(loaded, shardings)
+
 
 def periodic_evaluation(task: Task, config) -> Callable[[TrainState], dict] | None:
     """`task.evaluate(params, model_state)` if the task has one and `train.eval_every` asks for it."""
@@ -170,6 +185,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
                                            keep=config.train.keep_checkpoints)
     if checkpointer.latest_step() is None:
         state = init()
+        state = state.replace(params=starting_params(task, state.params, shardings.params))
         start = 0
     elif resume:
         state, data_state, start = checkpointer.restore(abstract)

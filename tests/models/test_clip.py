@@ -15,10 +15,12 @@ from dalle_jax.text.tokenizer import EOS_ID, PAD_ID
 from tests.conftest import REPO
 
 
-def tiny_clip(pooling="cls"):
+def tiny_clip(pooling="cls", stem_channels=(), patch_kernel=0):
     common = dict(embed_dim=32, depth=2, num_heads=2, head_dim=16, mlp_dim=64)
     return clip.CLIP(clip.TextEncoder(vocab_size=30, length=8, **common),
-                     clip.VisionEncoder(patch_size=8, pooling=pooling, **common), projection_dim=16)
+                     clip.VisionEncoder(patch_size=8, pooling=pooling, stem_channels=stem_channels,
+                                       patch_kernel=patch_kernel, **common),
+                     projection_dim=16)
 
 
 def _inputs(batch=4):
@@ -29,12 +31,17 @@ def _inputs(batch=4):
     return images, jnp.asarray(tokens)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_shapes_norms_and_temperature(pooling):
-    model, (images, tokens) = tiny_clip(pooling), _inputs()
+@pytest.mark.parametrize("pooling,stem_channels,patch_kernel", [("cls", (), 0), ("mean", (), 0), ("cls", (8, 8), 12)])
+def test_shapes_norms_and_temperature(pooling, stem_channels, patch_kernel):
+    model, (images, tokens) = tiny_clip(pooling, stem_channels, patch_kernel), _inputs()
     variables = nn.unbox(model.init(jax.random.key(0), images, tokens))
     image_emb, text_emb, scale = model.apply(variables, images, tokens)
     chex.assert_shape([image_emb, text_emb], (4, 16))
+    kernel = variables["params"]["vision"]["patch_embed"]["kernel"]
+    chex.assert_shape(kernel, (max(patch_kernel, 8), max(patch_kernel, 8), stem_channels[-1] if stem_channels else 3, 32))
+    patch_tokens = (pooling == "cls") + (32 // 8) ** 2
+    chex.assert_shape(model.apply(variables, images, pooled=False, method="image_features"), (4, patch_tokens, 32))
+    chex.assert_shape(model.apply(variables, images, pooled=True, method="image_features"), (4, 1, 16))
     np.testing.assert_allclose(jnp.linalg.norm(image_emb, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(jnp.linalg.norm(text_emb, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(scale, 1 / 0.07, rtol=1e-5)

@@ -109,3 +109,26 @@ def test_checkpoint_that_does_not_fit_names_the_arrays(tiny_config, tmp_path):
     apply_overrides(tiny_config.unlock(), {"model.mlp_dim": tiny_config.model.mlp_dim * 2})
     with pytest.raises(checkpoint.CheckpointMismatchError, match=r"params/hidden/kernel: checkpoint \(32, 64\) vs config \(32, 128\)"):
         _train(tiny_config, tmp_path, resume=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _PretrainedToy(ToyTask):
+    """A toy task that starts from given (pretrained) parameters."""
+
+    pretrained: dict = None
+
+    def initial_params(self, params):
+        return self.pretrained
+
+
+def test_a_fresh_run_starts_from_the_tasks_initial_params(tiny_config, tmp_path):
+    apply_overrides(tiny_config.unlock(), {"train.steps": 1, "train.save_every": 1})
+    fresh = _train(tiny_config, tmp_path / "fresh")
+    model = ToyTask.from_config(tiny_config).model
+    pretrained = jax.tree.map(lambda x: np.asarray(x) + 1.0, fresh.params)
+    tuned = trainer.train(tiny_config, tmp_path / "tuned", _PretrainedToy(model, pretrained=pretrained))
+    # One Adam step (at most about the learning rate per weight) away from the given parameters.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2 * tiny_config.optim.learning_rate),
+                 tuned.params, pretrained)
+    with pytest.raises(ValueError, match="initial_params changed the parameter tree"):
+        trainer.starting_params(_PretrainedToy(model, pretrained={"other": 0.0}), fresh.params, None)

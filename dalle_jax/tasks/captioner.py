@@ -1,0 +1,157 @@
+"""Training the DALL·E 3 captioner and writing captions with it.
+
+The captioner reads an image through the image tower of the CLIP trained in `WORKDIR/clip`
+(its weights start the captioner's `image_encoder` and are trained on with the captioning
+loss, as the paper pretrains its captioner jointly with CLIP), then a captioning language
+model (`models/captioner.py`).
+
+Modes (`config.captioner.mode`), each trained into `WORKDIR/captioner_MODE`:
+- `alt`: pretraining on the data set's own (alt-text) captions;
+- `short`: fine-tuned from `alt` on the main subject only (`shapes.short_caption`);
+- `descriptive`: fine-tuned from `alt` on captions naming every object, attribute and relation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from dalle_jax.data import shapes
+from dalle_jax.models import clip
+from dalle_jax.models.captioner import Captioner, beam_search_captions, sample_captions
+from dalle_jax.tasks.clip import ClipTask
+from dalle_jax.text.tokenizer import PAD_ID, TextTokenizer
+from dalle_jax.train import trainer
+
+MODES = ("alt", "short", "descriptive")
+
+
+def image_encoder_parts(pooled: bool) -> tuple[str, ...]:
+    """The CLIP parameters the captioner keeps: the image tower, its projection if it reads
+    the pooled embedding, and the (unused, scalar) temperature that CLIP's `setup` asks for."""
+    return ("vision", "image_projection", "logit_scale") if pooled else ("vision", "logit_scale")
+
+
+def target_caption(example: dict, mode: str, image_size: int) -> str:
+    """The caption a mode learns to write for an example."""
+    if mode == "alt":
+        return example["alt_text"]
+    if mode == "short":
+        return shapes.short_caption(shapes.Scene.from_features(example, image_size))
+    if mode == "descriptive":
+        return example["caption"]
+    raise ValueError(f"captioner mode must be one of {MODES}, got {mode!r}")
+
+
+def load_clip(workdir: pathlib.Path):
+    """(CLIP module, its trained parameters) from `workdir/clip`."""
+    config_file = workdir / "clip" / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"the captioner needs a CLIP in {workdir / 'clip'}; run `python run.py train-clip "
+                                f"--workdir {workdir}` first")
+    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    task = ClipTask.from_config(config, workdir)
+    return task.model, trainer.load_variables(config, workdir / "clip", task)["params"]
+
+
+def build_captioner(config, vocab_size: int) -> Captioner:
+    m = config.captioner.model
+    return Captioner(vocab_size=vocab_size, caption_length=config.text.max_length,
+                     num_prefix=m.num_prefix, embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
+                     head_dim=m.head_dim, mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CaptionerTask:
+    model: Captioner
+    clip_model: clip.CLIP
+    clip_image_params: Any  # the trained CLIP's image tower and projection
+    text_tokenizer: TextTokenizer
+    config: Any
+    workdir: pathlib.Path
+    name: str
+
+    @classmethod
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "CaptionerTask":
+        workdir = pathlib.Path(workdir)
+        mode = config.captioner.mode
+        if mode not in MODES:
+            raise ValueError(f"captioner.mode must be one of {MODES}, got {mode!r}")
+        clip_model, clip_params = load_clip(workdir)
+        image_params = {k: clip_params[k] for k in image_encoder_parts(config.captioner.pooled_features)}
+        text_tokenizer = TextTokenizer.load(workdir)
+        return cls(build_captioner(config, text_tokenizer.vocab_size), clip_model, image_params, text_tokenizer,
+                   config, workdir, f"captioner_{mode}")
+
+    @property
+    def mode(self) -> str:
+        return self.config.captioner.mode
+
+    def image_features(self, image_encoder_params, images):
+        return self.clip_model.apply({"params": image_encoder_params}, images,
+                                     pooled=self.config.captioner.pooled_features, method="image_features")
+
+    # -- training ------------------------------------------------------------------------
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        del rng
+        caption = target_caption(example, self.mode, self.config.data.image_size)
+        return {"image": example["image"], "caption": self.text_tokenizer.encode(caption, self.config.text.max_length)}
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        features = jax.eval_shape(self.image_features, self.clip_image_params, batch["image"])
+        variables = self.model.init(rng, jnp.zeros(features.shape, features.dtype), batch["caption"])
+        image_encoder = self.clip_model.init(rng, batch["image"], method="image_features",
+                                             pooled=self.config.captioner.pooled_features)["params"]
+        image_encoder = {k: image_encoder[k] for k in self.clip_image_params}
+        return {"params": {"captioner": variables["params"], "image_encoder": image_encoder}}
+
+    def initial_params(self, params):
+        """`alt` starts from the trained CLIP's image tower; the other modes from `captioner_alt`."""
+        if self.mode == "alt":
+            return {"captioner": params["captioner"], "image_encoder": self.clip_image_params}
+        pretrained = self.workdir / "captioner_alt"
+        if not (pretrained / "checkpoints").exists():
+            raise FileNotFoundError(f"captioner mode {self.mode!r} fine-tunes {pretrained}; train mode 'alt' first")
+        alt_config = ml_collections.ConfigDict(self.config.to_dict())
+        alt_config.captioner.mode = "alt"
+        return trainer.load_variables(alt_config, pretrained, dataclasses.replace(self, name="captioner_alt"))["params"]
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        del rng, step
+        features = self.image_features(params["image_encoder"], batch["image"])
+        logits = self.model.apply({"params": params["captioner"]}, features, batch["caption"])
+        targets = batch["caption"]
+        weights = (targets != PAD_ID).astype(jnp.float32)  # every piece and the EOS; not the padding
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        loss = jnp.sum(losses * weights) / jnp.sum(weights)
+        correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / jnp.sum(weights)
+        return loss, {"token_accuracy": correct}, model_state
+
+    # -- captioning ----------------------------------------------------------------------
+
+    @functools.cached_property
+    def _decode(self):
+        d = self.config.captioner.decode
+
+        def decode(params, images, rng):
+            features = self.image_features(params["image_encoder"], images)
+            if d.beam_size > 1:
+                return beam_search_captions(self.model, params["captioner"], features, beam_size=d.beam_size)[0]
+            return sample_captions(self.model, params["captioner"], features, rng, temperature=d.temperature,
+                                   top_p=d.top_p)
+
+        return jax.jit(decode)
+
+    def caption(self, params, images: np.ndarray, rng: jax.Array) -> list[str]:
+        """Captions for `uint8 [n, H, W, 3]` images, decoded as `captioner.decode` says."""
+        return self.text_tokenizer.decode(np.asarray(self._decode(params, images, rng)))
