@@ -55,7 +55,7 @@ flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many candidates per 
                      "the CLIP in --workdir/clip (0: no reranking)")
 flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking")
 flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat the flag for several)")
-flags.DEFINE_string("mode", None, "caption/recaption: captioner mode (alt, short or descriptive)")
+flags.DEFINE_string("mode", None, "train-captioner/caption/recaption: captioner mode (alt, short or descriptive)")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 

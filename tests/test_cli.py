@@ -108,6 +108,7 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     assert (tmp_path / "experiment.md").read_text().startswith("| training captions |")
     for mode in ("short", "descriptive"):
         assert (tmp_path / "recaption" / mode / "quality.json").exists()
+        assert Image.open(tmp_path / "recaption" / mode / "validation_captions.png").size[0] > 4 * 32
         assert (tmp_path / f"captioner_{mode}" / "checkpoints").exists()
     # Every stage is done: recaptioning again captions nothing, and the captioner captions a PNG.
     printed = run("recaption", *common, "--mode", "short").stdout

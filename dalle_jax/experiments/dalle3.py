@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from dalle_jax import viz
 from dalle_jax.config import apply_overrides, config_from_file, stage_config
 from dalle_jax.data import pipeline, recaption, shapes
 from dalle_jax.eval import captions, generation, oracle
@@ -78,7 +79,7 @@ def recaption_data(config, workdir: pathlib.Path, mode: str) -> dict:
     """Captions every split with the `mode` captioner and writes the recaptioned data set.
 
     Returns `{"throughput": ..., "quality": caption quality on validation}` (also written to
-    `recaption/MODE/quality.json`).
+    `recaption/MODE/quality.json`, with a PNG grid of validation images and both captions).
     """
     task, params = trained_captioner(config, workdir, mode)
     sources = pipeline.load_sources(config.data)
@@ -104,6 +105,10 @@ def recaption_data(config, workdir: pathlib.Path, mode: str) -> dict:
     report = {"mode": mode, "throughput": throughput, "quality": captions.caption_quality(written, scenes),
               "examples": [{"truth": validation[i]["caption"], "synthetic": written[i]} for i in range(8)]}
     (out_dir / "quality.json").write_text(json.dumps(report, indent=2))
+    shown = range(min(16, len(validation)))
+    viz.save_grid(out_dir / "validation_captions.png", [validation[i]["image"] for i in shown],
+                  [f"truth: {validation[i]['caption']} | {mode}: {written[i]}" for i in shown], columns=4, scale=4,
+                  label_lines=9)
     return report
 
 
