@@ -23,6 +23,16 @@ Commands:
                         recaptioned tfds data set to --workdir/data and caption quality JSON
   dalle3-experiment     DALL·E 3: every stage, then alt-text vs short vs descriptive captions for the same
                         text-to-image model: --workdir/experiment.json and experiment.md
+  train-prior           DALL·E 2: train the config's prior (prior.kind: diffusion or autoregressive) into
+                        --workdir/prior_KIND (needs --workdir/clip)
+  train-decoder         DALL·E 2: train the CLIP-conditioned diffusion decoder into --workdir/decoder
+  train-upsampler       DALL·E 2: train the diffusion upsampler into --workdir/upsampler
+  unclip-generate       DALL·E 2: prior → decoder → upsampler for each --prompt; PNG grid to --out
+  variations            DALL·E 2: --num-samples decodings of an --image's CLIP embedding; PNG grid to --out
+  interpolate           DALL·E 2: slerp between two --image embeddings in --num-samples steps; PNG to --out
+  text-diff             DALL·E 2: turn an --image's embedding from the first --prompt towards the second;
+                        PNG to --out
+  (eval on a config with task "unclip" scores unCLIP into --workdir/unclip_eval/PRIOR_SAMPLER_STEPS/)
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
@@ -31,6 +41,7 @@ Examples:
   python run.py train --config configs/shapes_toy.py --workdir workdir/toy --config.train.steps=500
   python run.py generate --config configs/shapes_dalle.py --workdir workdir/dalle \
       --prompt "a small red circle above a large blue square" --num-samples 16 --out grid.png
+  python run.py variations --config configs/shapes_unclip.py --workdir workdir/unclip --image shape.png
 """
 
 from __future__ import annotations
@@ -176,16 +187,11 @@ def _trained_dalle(config):
 
 def _trained_clip():
     """(embed_images, embed_text) of the CLIP trained in --workdir/clip, or None if there is none."""
-    import ml_collections
+    from dalle_jax.tasks.clip import TrainedClip
 
-    from dalle_jax.tasks.clip import ClipTask
-
-    config_file = _workdir() / "clip" / "config.json"
-    if not config_file.exists():
+    if not (_workdir() / "clip" / "config.json").exists():
         return None
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    task = ClipTask.from_config(config, _workdir())
-    return task.embedders(_trained_params(config, task))
+    return TrainedClip.load(_workdir()).embedders()
 
 
 def _clip_for_rerank():
@@ -222,14 +228,37 @@ def evaluate(config) -> None:
     from dalle_jax.data import pipeline
     from dalle_jax.eval import generation
 
-    task, params, rng = _trained_dalle(config)
+    if config.task == "unclip":
+        unclip = _unclip(config)
+        generate_batch = lambda prompts, key: unclip.generate(prompts, key)
+        rng = jax_key(config.seed)
+        d = config.decoder.sample
+        out_dir = _workdir() / "unclip_eval" / f"{config.prior.kind}_{d.sampler}{d.num_steps}_guidance{d.guidance_scale:g}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        embedders = unclip.clip.embedders()
+    else:
+        task, params, rng = _trained_dalle(config)
+        generate_batch = lambda prompts, key: task.generate(params, prompts, key)
+        out_dir = _workdir()
+        embedders = _clip_for_rerank() if FLAGS.rerank else _trained_clip()
     report = generation.evaluate_text_to_image(
-        lambda prompts, key: task.generate(params, prompts, key), pipeline.load_sources(config.data),
-        num_prompts=config.eval.num_prompts, image_size=config.data.image_size, rng=rng,
-        batch_size=config.sample.batch_size, clip_embedders=_clip_for_rerank() if FLAGS.rerank else _trained_clip(),
-        rerank_candidates=FLAGS.rerank, out_dir=_workdir())
+        generate_batch, pipeline.load_sources(config.data), num_prompts=config.eval.num_prompts,
+        image_size=config.data.image_size, rng=rng, batch_size=config.sample.batch_size, clip_embedders=embedders,
+        rerank_candidates=FLAGS.rerank, out_dir=out_dir)
     print(generation.markdown_table(report))
-    print(f"wrote {_workdir() / 'eval.json'}")
+    print(f"wrote {out_dir / 'eval.json'}")
+
+
+def jax_key(seed: int):
+    import jax
+
+    return jax.random.key(seed)
+
+
+def rng_for(rng, index: int):
+    import jax
+
+    return jax.random.fold_in(rng, index)
 
 
 def train_captioner(config) -> None:
@@ -285,6 +314,96 @@ def dalle3_experiment(config) -> None:
     print(f"wrote {_workdir() / 'experiment.json'} and experiment.md")
 
 
+def _train_stage(config, stage: str, task_class) -> None:
+    from dalle_jax.config import stage_config
+
+    config = stage_config(config, stage)
+    _train_task(config, task_class.from_config(config, _workdir()))
+
+
+def train_prior(config) -> None:
+    from dalle_jax.tasks.prior import PriorTask
+
+    _train_stage(config, "prior", PriorTask)
+
+
+def train_decoder(config) -> None:
+    from dalle_jax.tasks.decoder import DecoderTask
+
+    _train_stage(config, "decoder", DecoderTask)
+
+
+def train_upsampler(config) -> None:
+    from dalle_jax.tasks.decoder import UpsamplerTask
+
+    _train_stage(config, "upsampler", UpsamplerTask)
+
+
+def _unclip(config):
+    from dalle_jax.pipelines.unclip import Unclip
+
+    try:
+        return Unclip.load(config, _workdir())
+    except FileNotFoundError as error:
+        raise app.UsageError(str(error))
+
+
+def _save_rows(rows, labels, default_name: str, columns: int) -> None:
+    import numpy as np
+
+    from dalle_jax import viz
+
+    out = FLAGS.out or str(_workdir() / default_name)
+    print(viz.save_grid(out, np.concatenate(rows), labels, columns=columns, scale=3, label_lines=4))
+
+
+def unclip_generate(config) -> None:
+    from dalle_jax.eval import generation
+
+    if not FLAGS.prompt:
+        raise app.UsageError("unclip-generate needs at least one --prompt")
+    unclip, rng = _unclip(config), jax_key(config.seed)
+    images = generation.generate_candidates(lambda prompts, batch: unclip.generate(prompts, rng_for(rng, batch)),
+                                            FLAGS.prompt, candidates=FLAGS.num_samples,
+                                            batch_size=config.sample.batch_size)
+    labels = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
+    _save_rows([images.reshape(-1, *images.shape[2:])], labels, "unclip_samples.png", max(FLAGS.num_samples, 4))
+
+
+def _images(count: int, command: str, image_size: int):
+    if len(FLAGS.image) != count:
+        raise app.UsageError(f"{command} needs exactly {count} --image file(s), got {len(FLAGS.image)}")
+    return [_read_image(path, image_size) for path in FLAGS.image]
+
+
+def variations(config) -> None:
+    unclip = _unclip(config)
+    (image,) = _images(1, "variations", config.data.image_size)
+    out = unclip.variations(image, FLAGS.num_samples, jax_key(config.seed))
+    _save_rows([image[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
+               "variations.png", FLAGS.num_samples + 1)
+
+
+def interpolate(config) -> None:
+    unclip = _unclip(config)
+    a, b = _images(2, "interpolate", config.data.image_size)
+    out = unclip.interpolate(a, b, FLAGS.num_samples, jax_key(config.seed))
+    fractions = [i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
+    _save_rows([a[None], out, b[None]], ["first"] + [f"slerp {f:.2f}" for f in fractions] + ["second"],
+               "interpolation.png", FLAGS.num_samples + 2)
+
+
+def text_diff(config) -> None:
+    unclip = _unclip(config)
+    (image,) = _images(1, "text-diff", config.data.image_size)
+    if len(FLAGS.prompt) != 2:
+        raise app.UsageError("text-diff needs two --prompt: the description now, then the target description")
+    out = unclip.text_diff(image, *FLAGS.prompt, FLAGS.num_samples, jax_key(config.seed))
+    fractions = [0.5 * i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
+    _save_rows([image[None], out], ["original"] + [f"θ = {f:.2f}" for f in fractions], "text_diff.png",
+               FLAGS.num_samples + 1)
+
+
 COMMANDS = {
     "build-data": build_data,
     "show-data": show_data,
@@ -300,6 +419,13 @@ COMMANDS = {
     "caption": caption,
     "recaption": recaption_command,
     "dalle3-experiment": dalle3_experiment,
+    "train-prior": train_prior,
+    "train-decoder": train_decoder,
+    "train-upsampler": train_upsampler,
+    "unclip-generate": unclip_generate,
+    "variations": variations,
+    "interpolate": interpolate,
+    "text-diff": text_diff,
 }
 
 

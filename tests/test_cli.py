@@ -121,3 +121,43 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     assert out.startswith(f"{image}\t")
     missing = run("caption", *common, "--image", str(tmp_path / "nope.png"), check=False)
     assert missing.returncode != 0 and "cannot read image" in missing.stderr and "nope.png" in missing.stderr
+
+
+def test_unclip_pipeline_end_to_end(tmp_path):
+    common = ["--config", "configs/shapes_unclip.py:tiny", f"--config.data.data_dir={tmp_path / 'data'}",
+              "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
+    run("train-text-tokenizer", *common)
+    result = run("train-prior", *common, check=False)
+    assert result.returncode != 0 and "run.py train-clip" in result.stderr  # names the missing stage
+    for command in ("train-clip", "train-prior", "train-decoder", "train-upsampler"):
+        run(command, *common)
+    run("train-prior", *common, "--config.prior.kind=autoregressive")
+    assert (tmp_path / "prior_autoregressive" / "pca.npz").exists()
+    run("unclip-generate", *common, "--config.prior.kind=autoregressive", "--prompt", "a small red circle",
+        "--num-samples", "2", "--out", str(tmp_path / "samples.png"))
+    assert Image.open(tmp_path / "samples.png").size[0] > 2 * 32 * 3  # two 32×32 samples at scale 3
+
+    from dalle_jax.config import load_config
+    from dalle_jax.data import pipeline
+
+    config = load_config(str(REPO / "configs/shapes_unclip.py:tiny"), {"data.data_dir": str(tmp_path / "data")})
+    validation = pipeline.load_sources(config.data)["validation"]
+    for i in range(2):
+        Image.fromarray(validation[i]["image"]).save(tmp_path / f"image{i}.png")
+    image0, image1 = ["--image", str(tmp_path / "image0.png")], ["--image", str(tmp_path / "image1.png")]
+    run("variations", *common, *image0, "--num-samples", "3")
+    run("interpolate", *common, *image0, *image1, "--num-samples", "3")
+    run("text-diff", *common, *image0, "--prompt", "a red circle", "--prompt", "a blue circle", "--num-samples", "2")
+    widths = {name: Image.open(tmp_path / name).size[0] for name in
+              ("variations.png", "interpolation.png", "text_diff.png")}
+    assert widths["interpolation.png"] > widths["variations.png"] > widths["text_diff.png"]  # 5, 4 and 3 tiles
+    result = run("interpolate", *common, *image0, check=False)
+    assert result.returncode != 0 and "interpolate needs exactly 2 --image" in result.stderr
+
+    run("eval", *common)
+    (out_dir,) = (tmp_path / "unclip_eval").iterdir()
+    assert out_dir.name == "diffusion_dpm_solver_pp3_guidance2"
+    report = json.loads((out_dir / "eval.json").read_text())
+    assert set(report) == {"validation", "test_compositional"}  # the DALL·E 1 format
+    assert report["validation"]["all"]["n"] == 4 and "clip_score" in report["validation"]["all"]
+    assert (out_dir / "eval_validation.png").exists()

@@ -86,7 +86,10 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
 def shapes_builder(data_dir: str | pathlib.Path, **config_kwargs) -> Shapes:
     """The builder for a `ShapesConfig(**config_kwargs)` under `data_dir` (not yet prepared)."""
-    return Shapes(config=ShapesConfig(**config_kwargs), data_dir=str(data_dir), file_format="array_record")
+    config = ShapesConfig(**config_kwargs)
+    if any(config.name == known.name for known in Shapes.BUILDER_CONFIGS):
+        config = config.name  # tfds refuses a custom config named like a built-in one
+    return Shapes(config=config, data_dir=str(data_dir), file_format="array_record")
 
 
 def load_shapes(data_dir: str | pathlib.Path, **config_kwargs) -> dict[str, tfds.data_sources.ArrayRecordDataSource]:

@@ -19,10 +19,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from dalle_jax.models.pixels import to_unit_range
+from dalle_jax.models.pixels import box_downsample, to_unit_range
 from dalle_jax.nn.attention import dense_init
 from dalle_jax.nn.conv import conv
-from dalle_jax.nn.transformer import DecoderBlock, layer_norm
+from dalle_jax.nn.transformer import TransformerStack
 from dalle_jax.text.tokenizer import EOS_ID
 
 MAX_LOGIT_SCALE = 100.0
@@ -30,22 +30,6 @@ MAX_LOGIT_SCALE = 100.0
 
 def _normal(names, stddev=0.02):
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
-
-
-class TransformerStack(nn.Module):
-    """`depth` pre-LN blocks under one mask, then a final LayerNorm."""
-
-    depth: int
-    num_heads: int
-    head_dim: int
-    mlp_dim: int
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, mask):
-        for i in range(self.depth):
-            x, _ = DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
-        return layer_norm(self.dtype, "final_norm")(x)
 
 
 class TextEncoder(nn.Module):
@@ -61,15 +45,21 @@ class TextEncoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens):
+    def __call__(self, tokens, *, pooled: bool = True):
+        """`[batch, embed_dim]`, or with `pooled=False` every position `[batch, length, embed_dim]`."""
         x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_normal(("vocab", "embed")))(tokens)
         x = x + self.param("position", _normal(("length", "embed")), (self.length, self.embed_dim))[: tokens.shape[1]]
         causal = jnp.tril(jnp.ones((tokens.shape[1],) * 2, bool))
         x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(x.astype(self.dtype),
                                                                                                    causal)
-        end = jnp.argmax(tokens == EOS_ID, axis=1)  # the first end-of-text token (a full row has it last)
-        end = jnp.where(jnp.any(tokens == EOS_ID, axis=1), end, tokens.shape[1] - 1)
-        return jnp.take_along_axis(x, end[:, None, None], axis=1)[:, 0]
+        return at_end_of_text(x, tokens) if pooled else x
+
+
+def at_end_of_text(hidden, tokens):
+    """`hidden [batch, length, dim]` at each row's first `EOS_ID` (the last position if it has none)."""
+    end = jnp.argmax(tokens == EOS_ID, axis=1)
+    end = jnp.where(jnp.any(tokens == EOS_ID, axis=1), end, tokens.shape[1] - 1)
+    return jnp.take_along_axis(hidden, end[:, None, None], axis=1)[:, 0]
 
 
 class VisionEncoder(nn.Module):
@@ -84,6 +74,7 @@ class VisionEncoder(nn.Module):
     pooling: str = "cls"  # or "mean"
     stem_channels: Sequence[int] = ()  # 3×3 conv + GELU layers before the patch embedding
     patch_kernel: int = 0  # > patch_size: overlapping patches (each token sees its neighbours' pixels)
+    image_size: int = 0  # > 0: larger images (a multiple of it) are box-averaged down to this size first
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -91,7 +82,10 @@ class VisionEncoder(nn.Module):
         """`[batch, embed_dim]`, or with `pooled=False` every output token `[batch, tokens, embed_dim]`."""
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        x = to_unit_range(images).astype(self.dtype)
+        x = to_unit_range(images)
+        if self.image_size and x.shape[1] != self.image_size:
+            x = box_downsample(x, self.image_size)
+        x = x.astype(self.dtype)
         for i, channels in enumerate(self.stem_channels):
             x = nn.gelu(conv(channels, dtype=self.dtype, name=f"stem_{i}")(x))
         p, k = self.patch_size, max(self.patch_kernel, self.patch_size)

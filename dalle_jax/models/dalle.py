@@ -43,6 +43,9 @@ class DalleTransformer(nn.Module):
     mlp_dim: int
     attention_kinds: Sequence[str]  # one per layer, from masks.ATTENTION_KINDS
     conv_kernel: int = 11
+    # unCLIP's autoregressive prior: a vector (the CLIP text embedding) projected and added
+    # to every text position, passed to `__call__` as `condition [batch, dim]`.
+    text_condition: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -70,6 +73,10 @@ class DalleTransformer(nn.Module):
                                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
         self.text_head = head(self.text_vocab_size)
         self.image_head = head(self.image_vocab_size)
+        if self.text_condition:
+            self.condition_projection = nn.Dense(e, dtype=self.dtype, kernel_init=dense_init(("mlp", "embed")),
+                                                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                                        ("embed",)))
 
     def _masks(self) -> list[jax.Array]:
         height, width = self.grid_size
@@ -89,13 +96,20 @@ class DalleTransformer(nn.Module):
                  + self.column_position[cell % width])
         return jnp.where(is_text[None, :, None], text, image).astype(self.dtype)
 
-    def __call__(self, tokens, *, start=0, cache: Sequence[KVCache] | None = None):
+    def __call__(self, tokens, *, start=0, cache: Sequence[KVCache] | None = None, condition=None):
         """Final hidden states `[batch, length, embed]` (and the updated per-layer caches).
 
         Without `cache`, `tokens` start at position 0. With it, `tokens` sit at positions
         `start ..` (a traced scalar is fine) and attend to everything cached before them.
+        `condition [batch, dim]` (with `text_condition`) is added to the text positions.
         """
-        x = nn.with_logical_constraint(self.embed(tokens, start), ("batch", "length", "embed"))
+        x = self.embed(tokens, start)
+        if self.text_condition:
+            if condition is None:
+                raise ValueError("this transformer has text_condition=True: pass condition=[batch, dim]")
+            is_text = (start + jnp.arange(tokens.shape[1])) < self.text_length
+            x = x + jnp.where(is_text[None, :, None], self.condition_projection(condition)[:, None], 0).astype(x.dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         length = tokens.shape[1]
         new_cache = []
         for i, (block, mask) in enumerate(zip(self.blocks, self._masks())):
@@ -128,7 +142,7 @@ def guided(logits, scale):
 
 def sample_image_tokens(model: DalleTransformer, params, text, rng, *, empty_text=None, guidance_scale=1.0,
                         temperature=1.0, top_k: int = 0, top_p=1.0, use_cache: bool = True,
-                        return_logits: bool = False):
+                        return_logits: bool = False, condition=None):
     """Image tokens `int32 [batch, num_image_tokens]` for text `[batch, text_length]`.
 
     One `lax.scan` over image positions. With `use_cache`, the text is processed once and
@@ -136,13 +150,17 @@ def sample_image_tokens(model: DalleTransformer, params, text, rng, *, empty_tex
     recomputes the whole prefix (for comparison). With `empty_text` (`[text_length]`, the
     empty caption), conditional and unconditional passes run as one batch and are mixed
     by `guidance_scale`. `return_logits` also returns the (guided) logits of every step,
-    `[num_image_tokens, batch, image_vocab]`.
+    `[num_image_tokens, batch, image_vocab]`. `condition [batch, dim]` is the text
+    condition of a `text_condition` model (zeros in the unconditional half).
     """
     batch, text_length = text.shape
     if empty_text is not None:
         text = jnp.concatenate([text, jnp.broadcast_to(empty_text, text.shape)], axis=0)
+        if condition is not None:
+            condition = jnp.concatenate([condition, jnp.zeros_like(condition)], axis=0)
     combine = (lambda logits: guided(logits, guidance_scale)) if empty_text is not None else (lambda logits: logits)
-    apply = lambda *args, **kwargs: model.apply({"params": params}, *args, **kwargs)
+    apply = lambda *args, **kwargs: model.apply({"params": params}, *args, condition=condition, **kwargs)
+    image_logits = lambda hidden: model.apply({"params": params}, hidden, method=model.image_logits)
     steps = model.num_image_tokens
 
     def draw(logits, key):
@@ -152,7 +170,7 @@ def sample_image_tokens(model: DalleTransformer, params, text, rng, *, empty_tex
 
     if use_cache:
         hidden, cache = apply(text, cache=model.init_cache(text.shape[0]))
-        first_logits = apply(hidden[:, -1], method=model.image_logits)
+        first_logits = image_logits(hidden[:, -1])
 
         def step(carry, key_and_index):
             cache, logits = carry
@@ -160,15 +178,14 @@ def sample_image_tokens(model: DalleTransformer, params, text, rng, *, empty_tex
             logits, token = draw(logits, key)
             tokens = jnp.concatenate([token, token]) if empty_text is not None else token
             hidden, cache = apply(tokens[:, None], start=text_length + index, cache=cache)
-            return (cache, apply(hidden[:, 0], method=model.image_logits)), (token, logits)
+            return (cache, image_logits(hidden[:, 0])), (token, logits)
 
         carry = (cache, first_logits)
     else:
         def step(sequence, key_and_index):
             key, index = key_and_index
             hidden = apply(sequence[:, :-1])
-            logits = apply(jax.lax.dynamic_index_in_dim(hidden, text_length - 1 + index, 1, keepdims=False),
-                           method=model.image_logits)
+            logits = image_logits(jax.lax.dynamic_index_in_dim(hidden, text_length - 1 + index, 1, keepdims=False))
             logits, token = draw(logits, key)
             tokens = jnp.concatenate([token, token]) if empty_text is not None else token
             sequence = jax.lax.dynamic_update_index_in_dim(sequence, tokens, text_length + index, 1)

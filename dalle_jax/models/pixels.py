@@ -17,3 +17,13 @@ def psnr(reconstruction, images):
     """Peak signal-to-noise ratio in dB of `[-1, 1]` reconstructions against `uint8` images."""
     mse = jnp.mean(((reconstruction + 1.0) / 2.0 - images.astype(jnp.float32) / 255.0) ** 2)
     return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+
+def box_downsample(images, size: int):
+    """`[batch, H, W, C]` to `[batch, size, size, C]` by averaging `H / size` square blocks."""
+    batch, height, width, channels = images.shape
+    factor = height // size
+    if height != width or factor * size != height:
+        raise ValueError(f"cannot box-downsample {height}×{width} images to {size}×{size}: "
+                         f"need square images whose side is a multiple of {size}")
+    return images.reshape(batch, size, factor, size, factor, channels).mean(axis=(2, 4))

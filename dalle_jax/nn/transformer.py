@@ -43,3 +43,19 @@ class DecoderBlock(nn.Module):
         x = nn.with_logical_constraint(x + h, ACTIVATION_AXES)
         x = x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "mlp_norm")(x))
         return nn.with_logical_constraint(x, ACTIVATION_AXES), cache
+
+
+class TransformerStack(nn.Module):
+    """`depth` pre-LN blocks under one mask, then a final LayerNorm."""
+
+    depth: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask):
+        for i in range(self.depth):
+            x, _ = DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
+        return layer_norm(self.dtype, "final_norm")(x)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any
 
@@ -28,7 +27,7 @@ import optax
 from dalle_jax.data import shapes
 from dalle_jax.models import clip
 from dalle_jax.models.captioner import Captioner, beam_search_captions, sample_captions
-from dalle_jax.tasks.clip import ClipTask
+from dalle_jax.tasks.clip import TrainedClip
 from dalle_jax.text.tokenizer import PAD_ID, TextTokenizer
 from dalle_jax.train import trainer
 
@@ -50,17 +49,6 @@ def target_caption(example: dict, mode: str, image_size: int) -> str:
     if mode == "descriptive":
         return example["caption"]
     raise ValueError(f"captioner mode must be one of {MODES}, got {mode!r}")
-
-
-def load_clip(workdir: pathlib.Path):
-    """(CLIP module, its trained parameters) from `workdir/clip`."""
-    config_file = workdir / "clip" / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"the captioner needs a CLIP in {workdir / 'clip'}; run `python run.py train-clip "
-                                f"--workdir {workdir}` first")
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    task = ClipTask.from_config(config, workdir)
-    return task.model, trainer.load_variables(config, workdir / "clip", task)["params"]
 
 
 def build_captioner(config, vocab_size: int) -> Captioner:
@@ -86,10 +74,10 @@ class CaptionerTask:
         mode = config.captioner.mode
         if mode not in MODES:
             raise ValueError(f"captioner.mode must be one of {MODES}, got {mode!r}")
-        clip_model, clip_params = load_clip(workdir)
-        image_params = {k: clip_params[k] for k in image_encoder_parts(config.captioner.pooled_features)}
+        trained_clip = TrainedClip.load(workdir)
+        image_params = {k: trained_clip.params[k] for k in image_encoder_parts(config.captioner.pooled_features)}
         text_tokenizer = TextTokenizer.load(workdir)
-        return cls(build_captioner(config, text_tokenizer.vocab_size), clip_model, image_params, text_tokenizer,
+        return cls(build_captioner(config, text_tokenizer.vocab_size), trained_clip.model, image_params, text_tokenizer,
                    config, workdir, f"captioner_{mode}")
 
     @property

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import tqdm
 
 from dalle_jax.data import pipeline
+from dalle_jax.data.cache import cached_array
 from dalle_jax.eval import clip_metrics
 from dalle_jax.models import clip
 from dalle_jax.text.tokenizer import TextTokenizer
+from dalle_jax.train import checkpoint, trainer
 
 
 def build_clip(config, text_vocab_size: int) -> clip.CLIP:
@@ -28,7 +33,7 @@ def build_clip(config, text_vocab_size: int) -> clip.CLIP:
         clip.TextEncoder(vocab_size=text_vocab_size, length=config.text.max_length, **common),
         # `.get`: CLIP runs saved before these options existed read back as before.
         clip.VisionEncoder(patch_size=m.patch_size, pooling=m.pooling, stem_channels=tuple(m.get("stem_channels", ())),
-                           patch_kernel=m.get("patch_kernel", 0), **common),
+                           patch_kernel=m.get("patch_kernel", 0), image_size=m.get("image_size", 0), **common),
         projection_dim=m.projection_dim)
 
 
@@ -84,3 +89,49 @@ class ClipTask:
         loss = clip.contrastive_loss(image_emb, text_emb, scale)
         matches = jnp.argmax(image_emb @ text_emb.T, axis=1) == jnp.arange(image_emb.shape[0])
         return loss, {"batch_image_to_text_accuracy": matches.mean(), "logit_scale": scale}, model_state
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedClip:
+    """The CLIP trained in `WORKDIR/clip`, as later stages use it (captioner, unCLIP, reranking)."""
+
+    task: ClipTask
+    params: Any
+    step: int
+    workdir: pathlib.Path
+
+    @classmethod
+    def load(cls, workdir: str | pathlib.Path) -> "TrainedClip":
+        workdir = pathlib.Path(workdir)
+        config_file = workdir / "clip" / "config.json"
+        if not config_file.exists():
+            raise FileNotFoundError(f"no CLIP in {workdir / 'clip'}; run `python run.py train-clip --workdir {workdir}` "
+                                    "first")
+        config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        task = ClipTask.from_config(config, workdir)
+        step = checkpoint.latest_step(workdir / "clip" / "checkpoints")
+        return cls(task, trainer.load_variables(config, workdir / "clip", task)["params"], step, workdir)
+
+    @property
+    def model(self) -> clip.CLIP:
+        return self.task.model
+
+    def embedders(self, batch_size: int = 256):
+        """(embed_images, embed_text): see `ClipTask.embedders`."""
+        return self.task.embedders(self.params, batch_size)
+
+    def cached_embeddings(self, split: str, source, what: str) -> np.ndarray:
+        """`float32 [len(source), P]` normalised embeddings of a split's `image`s, or of its
+        captions if `what` names a caption feature; computed once per CLIP checkpoint."""
+        path = (self.workdir / "clip_embeddings" / f"{split}_{what}_n{len(source)}_clip_step{self.step}.npy")
+        embed_images, embed_text = self.embedders()
+
+        def compute():
+            chunks = []
+            for begin in tqdm.trange(0, len(source), 1024, desc=f"CLIP-embed {split} {what}", unit="chunk"):
+                examples = [source[i] for i in range(begin, min(begin + 1024, len(source)))]
+                chunks.append(embed_images(np.stack([e["image"] for e in examples])) if what == "image"
+                              else embed_text([e[what] for e in examples]))
+            return np.concatenate(chunks).astype(np.float32)
+
+        return cached_array(path, compute)

@@ -25,6 +25,7 @@ import tqdm
 
 from dalle_jax.config import stage_config
 from dalle_jax.data import pipeline
+from dalle_jax.data.cache import cached_array
 from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
 from dalle_jax.nn import masks
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
@@ -46,15 +47,7 @@ def encode_images(tokenizer: nn.Module, variables: dict, source, batch_size: int
 def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, variables, tokenizer_step: int) -> np.ndarray:
     """`encode_images` of a split, computed once per tokenizer checkpoint and kept on disk."""
     path = workdir / "image_tokens" / f"{split}_n{len(source)}_tokenizer_step{tokenizer_step}.npy"
-    if path.exists():
-        return np.load(path)
-    tokens = encode_images(tokenizer, variables, source, desc=f"encode {split} images")
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, tokens)
-        tmp.rename(path)  # never a half-written cache
-    return tokens
+    return cached_array(path, lambda: encode_images(tokenizer, variables, source, desc=f"encode {split} images"))
 
 
 def training_caption(example: dict, text_config, rng: np.random.Generator) -> str:

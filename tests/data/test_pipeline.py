@@ -70,3 +70,12 @@ def test_epochs_cover_every_example_once(tiny_sources, tiny_config):
     assert sorted(epoch.tolist()) == list(range(32))
     second = np.concatenate([jax.device_get(next(batches)["index"]) for _ in range(4)])
     assert sorted(second.tolist()) == list(range(32)) and not np.array_equal(epoch, second)
+
+
+def test_the_default_config_is_the_builders_own(tmp_path):
+    from dalle_jax.data import tfds_shapes
+
+    builder = tfds_shapes.shapes_builder(tmp_path)  # tfds refuses a custom config named like a built-in one
+    assert builder.builder_config.name == tfds_shapes.ShapesConfig().name
+    other = tfds_shapes.shapes_builder(tmp_path, image_size=32)
+    assert other.builder_config.image_size == 32

@@ -1,0 +1,97 @@
+"""unCLIP (DALL·E 2) on the shapes data: CLIP, a prior, a 32×32 decoder and a 32 → 64 upsampler.
+
+  W="--config configs/shapes_unclip.py --workdir workdir/unclip"
+  python run.py train-text-tokenizer $W
+  python run.py train-clip $W            # this file's `model`, `train` and `optim` sections
+  python run.py train-prior $W           # --config.prior.kind=autoregressive for the other prior
+  python run.py train-decoder $W
+  python run.py train-upsampler $W
+  python run.py unclip-generate $W --prompt "a small red circle" --num-samples 8
+  python run.py eval $W                  # oracle accuracy, as for DALL·E 1
+
+Each stage section (`prior`, `decoder`, `upsampler`) carries its own `train` and `optim`,
+laid over the shared ones (`config.stage_config`). The paper's chain 64 → 256 → 1024 is a
+second upsampler config with other sizes; here one stage suffices.
+"""
+
+from dalle_jax.config import base_config
+
+
+def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0):
+    return dict(schedule="cosine", num_timesteps=1000, prediction=prediction,
+                sample=dict(sampler=sampler, num_steps=num_steps, spacing=spacing, eta=0.0,
+                            guidance_scale=guidance_scale, temperature=1.0))
+
+
+def get_config(variant: str = "default"):
+    c = base_config()
+    c.task = "unclip"
+    c.data.image_size = 64
+    c.text.max_length = 24
+
+    # CLIP (train-clip): issue 4's model, reading the 64×64 images box-averaged to 32×32.
+    c.model = dict(embed_dim=128, depth=3, num_heads=4, head_dim=32, mlp_dim=512, patch_size=4, pooling="cls",
+                   patch_kernel=8, stem_channels=(), image_size=32, projection_dim=128, dtype="float32")
+    c.train.steps = 1_500
+    c.train.batch_size = 128
+    c.train.log_every = 50
+    c.train.save_every = 500
+    c.train.eval_every = 500
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 100
+    c.optim.weight_decay = 0.1
+    c.eval = dict(num_examples=1_000, num_prompts=200, seed=0)
+
+    c.prior = dict(
+        kind="diffusion",  # or "autoregressive"
+        model=dict(width=128, depth=4, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
+        caption_dropout=0.1, num_candidates=2,  # diffusion: keep the better of 2 by dot product with the text
+        pca_variance=0.99, num_buckets=1024,  # autoregressive
+        **_diffusion("x0", "ddim", 64, "uniform"),
+        train=dict(steps=3_000, batch_size=64, log_every=100, save_every=1_000, eval_every=0),
+        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.01),
+    )
+    c.decoder = dict(
+        image_size=32,
+        model=dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,),
+                   num_heads=4, embed_dim=128, dropout=0.0, text_width=64, text_depth=1, num_clip_tokens=4,
+                   dtype="float32"),
+        caption_dropout=0.5, image_embedding_dropout=0.1,
+        **_diffusion("epsilon", "dpm_solver_pp", 20, "quadratic", guidance_scale=2.0),
+        train=dict(steps=4_000, batch_size=32, log_every=100, save_every=1_000, eval_every=0),
+        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0),
+    )
+    c.upsampler = dict(
+        low_res_size=32, crop_size=32,  # trained on 32×32 crops of the 64×64 images (16×16 low-res crops)
+        max_blur_sigma=0.6, max_noise_std=0.05,
+        model=dict(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=1,
+                   embed_dim=128, dropout=0.0, dtype="float32"),
+        **_diffusion("epsilon", "dpm_solver_pp", 20, "quadratic"),
+        train=dict(steps=2_000, batch_size=32, log_every=100, save_every=1_000, eval_every=0),
+        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0),
+    )
+    c.sample = dict(batch_size=64)
+
+    if variant == "tiny":
+        c.data.image_size = 32
+        c.data.num_train, c.data.num_validation, c.data.num_test_compositional = 256, 32, 32
+        c.model.update(embed_dim=32, depth=1, num_heads=2, head_dim=16, mlp_dim=64, image_size=16, patch_kernel=0,
+                       projection_dim=16)
+        c.train.update(steps=4, batch_size=16, log_every=2, save_every=4, eval_every=0)
+        c.eval.update(num_examples=32, num_prompts=4)
+        c.prior.model.update(width=32, depth=1, num_heads=2, head_dim=16, mlp_dim=64)
+        c.prior.update(num_buckets=16)
+        c.prior.sample.num_steps = 4
+        c.decoder.image_size = 16
+        c.decoder.model.update(base_channels=8, channel_mults=(1, 2), attention_resolutions=(8,), num_heads=2,
+                               embed_dim=32, text_width=16)
+        c.decoder.sample.num_steps = 3
+        c.upsampler.update(low_res_size=16, crop_size=16)
+        c.upsampler.model.update(base_channels=8, embed_dim=32)
+        c.upsampler.sample.num_steps = 3
+        for stage in (c.prior, c.decoder, c.upsampler):
+            stage.train.update(steps=3, batch_size=8, log_every=1, save_every=3)
+        c.sample.batch_size = 4
+    elif variant != "default":
+        raise ValueError(f"unknown variant {variant!r} of shapes_unclip.py; expected 'default' or 'tiny'")
+    return c

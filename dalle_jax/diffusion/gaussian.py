@@ -1,0 +1,68 @@
+"""The forward process q(x_t | x₀), the three parameterisations of a denoiser, and the loss.
+
+A model's output is an ε-prediction, an x₀-prediction, or a v-prediction
+(`v = α_t ε - σ_t x₀`, Salimans & Ho 2022). Each converts to the pair `(x₀, ε)` given
+`x_t`, which is all a sampler needs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from dalle_jax.diffusion.schedules import NoiseSchedule
+
+PREDICTIONS = ("epsilon", "x0", "v")
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [batch, ...], t int32 [batch]) -> output like x_t
+
+
+def check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def _per_example(values, like):
+    """`[batch]` values shaped to broadcast against `like [batch, ...]`."""
+    return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+
+def q_sample(schedule: NoiseSchedule, x0, t, noise):
+    """`x_t = α_t x₀ + σ_t ε`, with `t` an int32 `[batch]`."""
+    alpha, sigma = schedule.alpha_sigma(t)
+    return _per_example(alpha, x0) * x0 + _per_example(sigma, x0) * noise
+
+
+def to_x0_epsilon(prediction: str, output, x_t, alpha, sigma):
+    """`(x₀, ε)` implied by a model output at `x_t`; `alpha`, `sigma` broadcast against `x_t`."""
+    if prediction == "epsilon":
+        return (x_t - sigma * output) / alpha, output
+    if prediction == "x0":
+        return output, (x_t - alpha * output) / sigma
+    if prediction == "v":  # α² + σ² = 1
+        return alpha * x_t - sigma * output, sigma * x_t + alpha * output
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def training_target(prediction: str, x0, noise, alpha, sigma):
+    """What a model with this parameterisation should output for `x_t = α x₀ + σ ε`."""
+    if prediction == "epsilon":
+        return noise
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return alpha * noise - sigma * x0
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def diffusion_loss(model_fn: ModelFn, schedule: NoiseSchedule, x0, rng, prediction: str):
+    """Per-example mean squared error `[batch]` of the model at a uniformly drawn timestep
+    (the "simple" loss of Ho et al. 2020, for any parameterisation)."""
+    t_key, noise_key = jax.random.split(rng)
+    t = jax.random.randint(t_key, (x0.shape[0],), 0, schedule.num_timesteps)
+    noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+    alpha, sigma = (_per_example(v, x0) for v in schedule.alpha_sigma(t))
+    output = model_fn(alpha * x0 + sigma * noise, t)
+    target = training_target(prediction, x0, noise, alpha, sigma)
+    return jnp.mean(jnp.square(output.astype(jnp.float32) - target), axis=tuple(range(1, x0.ndim)))

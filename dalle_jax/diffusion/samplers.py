@@ -1,0 +1,148 @@
+"""Samplers from x_T ~ N(0, I) to x₀, each one `lax.scan` over any number of steps.
+
+- `ddpm`: ancestral sampling from the posterior q(x_s | x_t, x̂₀) (Ho et al. 2020), on
+  the respaced chain of the chosen timesteps (Nichol & Dhariwal 2021, section 4).
+- `ddim`: Song et al. 2021, eq. 12, with η (η = 0 deterministic; η = 1 is DDPM again).
+- `dpm_solver_pp`: DPM-Solver++(2M), Lu et al. 2022, Algorithm 2 (second-order multistep
+  in the data prediction, first order on the first and the final step).
+
+Timesteps run `T-1 → 0` (`sampling_timesteps`); the final step goes from `t = 0` to the clean
+sample (ᾱ = 1), so `num_steps` is also the number of model calls.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dalle_jax.diffusion.gaussian import ModelFn, check_prediction, to_x0_epsilon
+from dalle_jax.diffusion.schedules import NoiseSchedule
+
+SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp")
+SPACINGS = ("uniform", "quadratic")
+
+
+def sampling_timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform") -> np.ndarray:
+    """`int32 [num_steps]`: distinct timesteps from `T-1` down to 0.
+
+    `uniform` spaces them evenly; `quadratic` (Song et al. 2021, appendix D.2) spaces them
+    as `(i / n)²`, denser near the data, which suits few-step solvers.
+    """
+    if not 1 <= num_steps <= num_timesteps:
+        raise ValueError(f"num_steps must be in [1, {num_timesteps}] (the schedule's timesteps), got {num_steps}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"timestep spacing must be one of {SPACINGS}, got {spacing!r}")
+    fractions = np.linspace(1.0, 0.0, num_steps)
+    timesteps = np.round((fractions if spacing == "uniform" else fractions ** 2) * (num_timesteps - 1)).astype(np.int32)
+    for i in range(num_steps - 2, -1, -1):  # rounding may repeat a step near the data: keep them distinct
+        timesteps[i] = max(timesteps[i], timesteps[i + 1] + 1)
+    return timesteps
+
+
+def denoise(model_fn: ModelFn, prediction: str, x, t, alpha_cumprod, *, clip_x0: bool = False):
+    """`(x̂₀, ε̂)` at `x_t` for one scalar timestep `t`. With `clip_x0`, x̂₀ is clipped to
+    [-1, 1] (pixels) and ε̂ recomputed to agree with it."""
+    alpha, sigma = jnp.sqrt(alpha_cumprod), jnp.sqrt(1.0 - alpha_cumprod)
+    output = model_fn(x, jnp.full((x.shape[0],), t, jnp.int32)).astype(jnp.float32)
+    x0, epsilon = to_x0_epsilon(prediction, output, x, alpha, sigma)
+    if clip_x0:
+        x0 = jnp.clip(x0, -1.0, 1.0)
+        epsilon = (x - alpha * x0) / sigma
+    return x0, epsilon
+
+
+def _ddim_update(x, x0, epsilon, abar_t, abar_s, noise, eta):
+    """x_s from x_t (s < t): Song et al. 2021, eq. 12."""
+    sigma = eta * jnp.sqrt((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s))
+    direction = jnp.sqrt(jnp.maximum(1 - abar_s - sigma ** 2, 0.0))
+    return jnp.sqrt(abar_s) * x0 + direction * epsilon + sigma * noise
+
+
+def _ddpm_update(x, x0, abar_t, abar_s, noise):
+    """x_s ~ q(x_s | x_t, x̂₀), the Gaussian posterior of the respaced chain (Ho et al. eqs. 6–7)."""
+    beta = 1 - abar_t / abar_s
+    mean = (jnp.sqrt(abar_s) * beta * x0 + jnp.sqrt(1 - beta) * (1 - abar_s) * x) / (1 - abar_t)
+    variance = beta * (1 - abar_s) / (1 - abar_t)
+    return mean + jnp.sqrt(variance) * noise
+
+
+def _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, first_order):
+    """DPM-Solver++(2M) step from t to s; returns (x_s, h). `h = λ_s - λ_t`, λ = log(α/σ)."""
+    alpha_t, sigma_t = jnp.sqrt(abar_t), jnp.sqrt(1 - abar_t)
+    alpha_s, sigma_s = jnp.sqrt(abar_s), jnp.sqrt(1 - abar_s)
+    exp_neg_h = alpha_t * sigma_s / (sigma_t * alpha_s)  # 0 on the final step (σ_s = 0)
+    h = -jnp.log(jnp.maximum(exp_neg_h, 1e-30))
+    half_inverse_r = h / (2 * jnp.where(first_order, h, previous_h))  # 1 / (2 r), r = h_previous / h
+    data = jnp.where(first_order, x0, (1 + half_inverse_r) * x0 - half_inverse_r * previous_x0)
+    return sigma_s / sigma_t * x - alpha_s * (exp_neg_h - 1) * data, h
+
+
+def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: str, num_steps: int,
+           prediction: str, eta: float = 0.0, clip_x0: bool = False, spacing: str = "uniform"):
+    """x₀ drawn from `x_T = noise` in `num_steps` model calls (one `lax.scan`).
+
+    `rng` feeds the fresh noise of `ddpm` and of `ddim` with η > 0; `dpm_solver_pp` and
+    `ddim` with η = 0 are deterministic given `noise`.
+    """
+    check_prediction(prediction)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    timesteps = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)
+    abar = schedule.alphas_cumprod[timesteps]
+    abar_next = jnp.concatenate([abar[1:], jnp.ones((1,), abar.dtype)])  # the final step reaches ᾱ = 1
+    is_final = jnp.arange(num_steps) == num_steps - 1
+
+    def step(carry, inputs):
+        x, previous_x0, previous_h = carry
+        t, abar_t, abar_s, final, index, key = inputs
+        x0, epsilon = denoise(model_fn, prediction, x, t, abar_t, clip_x0=clip_x0)
+        fresh = jax.random.normal(key, x.shape, x.dtype)
+        h = previous_h
+        if sampler == "ddpm":
+            x = _ddpm_update(x, x0, abar_t, abar_s, fresh)
+        elif sampler == "ddim":
+            x = _ddim_update(x, x0, epsilon, abar_t, abar_s, fresh, eta)
+        else:
+            x, h = _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, (index == 0) | final)
+        return (x, x0, h), None
+
+    x = noise.astype(jnp.float32)
+    keys = jax.random.split(rng, num_steps)
+    inputs = (jnp.asarray(timesteps), abar, abar_next, is_final, jnp.arange(num_steps), keys)
+    (x, _, _), _ = jax.lax.scan(step, (x, jnp.zeros_like(x), jnp.ones((), jnp.float32)), inputs)
+    return x
+
+
+def ddim_invert(model_fn: ModelFn, schedule: NoiseSchedule, x0, *, num_steps: int, prediction: str,
+                spacing: str = "uniform"):
+    """The x_T from which deterministic DDIM (η = 0, same `num_steps` and `spacing`)
+    returns to `x0`: the DDIM update run forwards, starting from `x0` taken as x at `t = 0`."""
+    check_prediction(prediction)
+    timesteps = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)[::-1]  # ascending
+    abar = schedule.alphas_cumprod[timesteps]
+
+    def step(x, inputs):
+        t, abar_t, abar_next = inputs
+        x_hat, epsilon = denoise(model_fn, prediction, x, t, abar_t)
+        return jnp.sqrt(abar_next) * x_hat + jnp.sqrt(1 - abar_next) * epsilon, None
+
+    x, _ = jax.lax.scan(step, x0.astype(jnp.float32), (jnp.asarray(timesteps[:-1]), abar[:-1], abar[1:]))
+    return x
+
+
+def classifier_free_guidance(apply, condition, null_condition, scale) -> ModelFn:
+    """A `ModelFn` for `apply(x_t, t, condition)` guided as Ho & Salimans 2022:
+    `out(∅) + scale · (out(c) - out(∅))`, both passes in one batched call.
+
+    `condition` and `null_condition` are pytrees of `[batch, ...]` arrays (the null one is
+    the dropped conditioning the model was trained with).
+    """
+
+    def model_fn(x, t):
+        both = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), condition, null_condition)
+        output = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
+        conditional, unconditional = jnp.split(output, 2)
+        return unconditional + scale * (conditional - unconditional)
+
+    return model_fn

@@ -1,0 +1,76 @@
+"""unCLIP's image diffusion models (Ramesh et al. 2022, section 2.1).
+
+- `Decoder`: GLIDE's text-conditional UNet, also conditioned on a CLIP image embedding:
+  the embedding is projected and added to the timestep embedding, and projected into
+  `num_clip_tokens` extra context tokens that the attention layers see beside the
+  caption's tokens. Classifier-free guidance comes from training with the embedding
+  zeroed (10%) and the caption emptied (50%).
+- `Upsampler`: a convolution-only UNet that denoises the high-resolution image given the
+  low-resolution one (upsampled and concatenated); `corrupt_low_res` is the conditioning
+  augmentation (Gaussian blur and noise) it is trained with.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dalle_jax.models.clip import TextEncoder, at_end_of_text
+from dalle_jax.nn.unet import TimestepMLP, UNet, dense
+
+
+class Decoder(nn.Module):
+    """`(x_t [b, H, W, 3], t [b], image_embedding [b, P], caption int32 [b, L])` to the UNet's prediction."""
+
+    unet: UNet
+    caption_encoder: TextEncoder
+    embed_dim: int  # width of the timestep + conditioning embedding
+    num_clip_tokens: int = 4
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_t, t, image_embedding, caption, *, deterministic: bool = True):
+        text = self.caption_encoder(caption, pooled=False)  # [b, L, D]
+        width = text.shape[-1]
+        embedding = (TimestepMLP(self.embed_dim, self.dtype)(t)
+                     + dense(self.embed_dim, dtype=self.dtype, name="image_embedding_projection")(image_embedding)
+                     + dense(self.embed_dim, dtype=self.dtype, name="caption_projection")(at_end_of_text(text, caption)))
+        clip_tokens = dense(self.num_clip_tokens * width, dtype=self.dtype, name="clip_tokens")(image_embedding)
+        context = jnp.concatenate([clip_tokens.reshape(-1, self.num_clip_tokens, width), text], axis=1)
+        return self.unet(x_t, embedding, context, deterministic=deterministic)
+
+
+class Upsampler(nn.Module):
+    """`(x_t [b, H, W, 3], t [b], low_res [b, h, w, 3] in [-1, 1])` to the UNet's prediction."""
+
+    unet: UNet
+    embed_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_t, t, low_res, *, deterministic: bool = True):
+        upsampled = jax.image.resize(low_res, (*x_t.shape[:3], low_res.shape[-1]), "bilinear")
+        return self.unet(jnp.concatenate([x_t, upsampled.astype(x_t.dtype)], axis=-1),
+                         TimestepMLP(self.embed_dim, self.dtype)(t), deterministic=deterministic)
+
+
+def gaussian_blur(images, sigma, radius: int = 2):
+    """Blurs `[b, H, W, C]` with a separable Gaussian of per-example std `sigma [b]` (0: unchanged)."""
+    offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    weights = jnp.exp(-0.5 * (offsets[None] / jnp.maximum(sigma[:, None], 1e-6)) ** 2)
+    weights = weights / weights.sum(axis=1, keepdims=True)  # [b, 2r + 1]
+    padded = jnp.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    height, width = images.shape[1:3]
+    rows = sum(weights[:, i, None, None, None] * padded[:, i: i + height] for i in range(2 * radius + 1))
+    return sum(weights[:, i, None, None, None] * rows[:, :, i: i + width] for i in range(2 * radius + 1))
+
+
+def corrupt_low_res(images, rng, *, max_blur_sigma: float, max_noise_std: float):
+    """Conditioning augmentation: per example, a Gaussian blur of std `U[0, max_blur_sigma]`
+    (the paper's first upsampler) and Gaussian noise of std `U[0, max_noise_std]`."""
+    blur_key, noise_level_key, noise_key = jax.random.split(rng, 3)
+    batch = images.shape[0]
+    sigma = jax.random.uniform(blur_key, (batch,), maxval=max_blur_sigma)
+    noise_std = jax.random.uniform(noise_level_key, (batch, 1, 1, 1), maxval=max_noise_std)
+    return gaussian_blur(images, sigma) + noise_std * jax.random.normal(noise_key, images.shape, images.dtype)

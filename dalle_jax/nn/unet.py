@@ -1,0 +1,158 @@
+"""The ADM / GLIDE UNet (Dhariwal & Nichol 2021; Nichol et al. 2022) for diffusion models.
+
+- Residual blocks with GroupNorm and scale-shift conditioning: `norm(h) · (1 + s) + b`,
+  `(s, b)` projected from the conditioning embedding (timestep plus whatever the model
+  adds to it).
+- Self-attention at the chosen resolutions. When the model passes `context` tokens, the
+  attention layers also attend to them (GLIDE's encoder tokens: the caption, and unCLIP's
+  extra CLIP tokens), projected to keys and values beside the pixels' own.
+- Each residual branch and the output convolution start at zero, so an untrained UNet
+  outputs exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dalle_jax.nn.attention import dense_init
+from dalle_jax.nn.conv import conv
+
+_ZERO = nn.with_logical_partitioning(nn.initializers.zeros, ("channels",))
+
+
+def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
+    """Sinusoidal embedding `float32 [batch, dim]` of timesteps `[batch]` (Vaswani et al. 2017)."""
+    half = dim // 2
+    frequencies = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    angles = t.astype(jnp.float32)[:, None] * frequencies[None]
+    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+def dense(features: int, names=("embed", "mlp"), dtype=jnp.float32, zero: bool = False, name=None) -> nn.Dense:
+    kernel = nn.with_logical_partitioning(nn.initializers.zeros, names) if zero else dense_init(names)
+    return nn.Dense(features, dtype=dtype, kernel_init=kernel, name=name,
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, names[-1:]))
+
+
+class TimestepMLP(nn.Module):
+    """Timesteps `[batch]` to the conditioning embedding `[batch, dim]`: sinusoids, then an MLP."""
+
+    dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, t):
+        h = dense(self.dim, dtype=self.dtype)(timestep_embedding(t, self.dim // 4))
+        return dense(self.dim, ("mlp", "embed"), dtype=self.dtype)(nn.silu(h))
+
+
+def group_norm(channels: int, dtype, name=None) -> nn.GroupNorm:
+    groups = math.gcd(32, channels)
+    return nn.GroupNorm(num_groups=groups, dtype=dtype, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("channels",)),
+                        bias_init=_ZERO)
+
+
+def zero_conv(features: int, dtype, name=None) -> nn.Conv:
+    return nn.Conv(features, (3, 3), padding="SAME", dtype=dtype, name=name, bias_init=_ZERO,
+                   kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("height", "width", None, "channels")))
+
+
+class ResBlock(nn.Module):
+    """`x [b, H, W, C]`, `embedding [b, E]` to `[b, H, W, out_channels]`."""
+
+    out_channels: int
+    dropout: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, embedding, *, deterministic: bool = True):
+        h = conv(self.out_channels, dtype=self.dtype)(nn.silu(group_norm(x.shape[-1], self.dtype)(x)))
+        scale, shift = jnp.split(dense(2 * self.out_channels, ("embed", "channels"), self.dtype)(nn.silu(embedding)),
+                                 2, axis=-1)
+        h = group_norm(self.out_channels, self.dtype)(h) * (1 + scale[:, None, None]) + shift[:, None, None]
+        h = nn.Dropout(self.dropout)(nn.silu(h), deterministic=deterministic)
+        h = zero_conv(self.out_channels, self.dtype)(h)
+        skip = x if x.shape[-1] == self.out_channels else conv(self.out_channels, kernel=1, dtype=self.dtype)(x)
+        return skip + h
+
+
+class AttentionBlock(nn.Module):
+    """`x + attention(norm(x))` over the `H·W` positions, and over `context [b, n, D]` if given."""
+
+    num_heads: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context=None):
+        batch, height, width, channels = x.shape
+        if channels % self.num_heads:
+            raise ValueError(f"attention over {channels} channels cannot be split into {self.num_heads} heads")
+        head_dim = channels // self.num_heads
+        h = group_norm(channels, self.dtype)(x).reshape(batch, height * width, channels)
+        heads = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
+        query, key, value = (heads(y) for y in jnp.split(dense(3 * channels, ("channels", "mlp"), self.dtype,
+                                                               name="qkv")(h), 3, axis=-1))
+        if context is not None:
+            context_key, context_value = (heads(y) for y in jnp.split(
+                dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context.astype(self.dtype)), 2, -1))
+            key, value = jnp.concatenate([context_key, key], 1), jnp.concatenate([context_value, value], 1)
+        out = jax.nn.dot_product_attention(query, key, value).reshape(batch, height * width, channels)
+        out = dense(channels, ("mlp", "channels"), self.dtype, zero=True, name="out")(out)
+        return x + out.reshape(x.shape)
+
+
+class UNet(nn.Module):
+    """`x [b, H, W, in]`, conditioning `embedding [b, E]`, optional `context [b, n, D]` to `[b, H, W, out]`.
+
+    `channel_mults[i]` sets the width of level `i` (resolution `H / 2**i`); each level has
+    `num_res_blocks` residual blocks, with attention where `H / 2**i` is in
+    `attention_resolutions`; the middle block always attends unless that tuple is empty.
+    """
+
+    base_channels: int
+    channel_mults: Sequence[int]
+    num_res_blocks: int
+    attention_resolutions: Sequence[int]
+    num_heads: int
+    out_channels: int
+    dropout: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, embedding, context=None, *, deterministic: bool = True):
+        resolution = x.shape[1]
+        if resolution % 2 ** (len(self.channel_mults) - 1):
+            raise ValueError(f"{resolution}×{resolution} inputs cannot be halved {len(self.channel_mults) - 1} times")
+        block = lambda ch, h: ResBlock(ch, self.dropout, self.dtype)(h, embedding, deterministic=deterministic)
+        attend = lambda h, size: (AttentionBlock(self.num_heads, self.dtype)(h, context)
+                                  if size in self.attention_resolutions else h)
+        h = conv(self.base_channels, dtype=self.dtype)(x.astype(self.dtype))
+        skips = [h]
+        for level, mult in enumerate(self.channel_mults):
+            size = resolution // 2 ** level
+            for _ in range(self.num_res_blocks):
+                h = attend(block(self.base_channels * mult, h), size)
+                skips.append(h)
+            if level < len(self.channel_mults) - 1:
+                h = conv(h.shape[-1], kernel=3, stride=2, dtype=self.dtype)(h)
+                skips.append(h)
+        h = block(h.shape[-1], h)
+        if self.attention_resolutions:
+            h = AttentionBlock(self.num_heads, self.dtype)(h, context)
+        h = block(h.shape[-1], h)
+        for level, mult in reversed(list(enumerate(self.channel_mults))):
+            size = resolution // 2 ** level
+            for _ in range(self.num_res_blocks + 1):
+                h = attend(block(self.base_channels * mult, jnp.concatenate([h, skips.pop()], axis=-1)), size)
+            if level > 0:
+                b, height, width, channels = h.shape
+                h = jax.image.resize(h, (b, 2 * height, 2 * width, channels), "nearest")
+                h = conv(channels, dtype=self.dtype)(h)
+        h = nn.silu(group_norm(h.shape[-1], self.dtype)(h))
+        return zero_conv(self.out_channels, jnp.float32)(h).astype(jnp.float32)

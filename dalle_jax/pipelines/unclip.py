@@ -1,0 +1,131 @@
+"""unCLIP end to end (Ramesh et al. 2022): text → CLIP image embedding (prior) → small image
+(decoder) → full-size image (upsampler), and the embedding manipulations of section 3:
+variations, interpolations and text diffs.
+
+`Unclip.load(config, workdir)` gathers the trained stages from a work dir: `clip`,
+`prior_KIND` (`config.prior.kind`), `decoder` and `upsampler`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dalle_jax.config import stage_config
+from dalle_jax.models.pixels import box_downsample, to_uint8
+from dalle_jax.tasks.clip import TrainedClip
+from dalle_jax.tasks.decoder import DecoderTask, UpsamplerTask, unit_range
+from dalle_jax.tasks.prior import PriorTask
+from dalle_jax.train import trainer
+
+
+def slerp(a, b, fraction):
+    """Spherical interpolation of unit vectors `a`, `b` (`[..., P]`) at `fraction` (broadcasts)."""
+    cos = jnp.clip(jnp.sum(a * b, axis=-1, keepdims=True), -1.0, 1.0)
+    angle = jnp.arccos(cos)
+    sin = jnp.sin(angle)
+    safe = jnp.where(sin > 1e-4, sin, 1.0)
+    spherical = (jnp.sin((1 - fraction) * angle) * a + jnp.sin(fraction * angle) * b) / safe
+    return jnp.where(sin > 1e-4, spherical, (1 - fraction) * a + fraction * b)  # (anti)parallel: straight line
+
+
+def text_diff_embeddings(image_embedding, from_text_embedding, to_text_embedding, fractions):
+    """Section 3.3: the image embedding rotated towards the normalised text diff
+    `z_d = norm(z_t(to) - z_t(from))`, `slerp(z_i, z_d, θ)` for each θ in `fractions`; `[len(fractions), P]`."""
+    direction = to_text_embedding - from_text_embedding
+    direction = direction / jnp.linalg.norm(direction).clip(1e-6)
+    return slerp(image_embedding[None], direction[None], jnp.asarray(fractions, jnp.float32)[:, None])
+
+
+def _trained(config, workdir: pathlib.Path, stage: str, task):
+    return trainer.load_variables(stage_config(config, stage), workdir / task.name, task)["params"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Unclip:
+    clip: TrainedClip
+    prior: PriorTask
+    decoder: DecoderTask
+    upsampler: UpsamplerTask
+    params: dict[str, Any]  # by stage: prior, decoder, upsampler
+    config: Any
+
+    @classmethod
+    def load(cls, config, workdir: str | pathlib.Path) -> "Unclip":
+        workdir = pathlib.Path(workdir)
+        tasks = {"prior": PriorTask.from_config(config, workdir), "decoder": DecoderTask.from_config(config, workdir),
+                 "upsampler": UpsamplerTask.from_config(config, workdir)}
+        for task in tasks.values():
+            if not (workdir / task.name / "checkpoints").exists():
+                raise FileNotFoundError(f"unCLIP needs a trained {task.name} in {workdir / task.name}; see README "
+                                        "(python run.py train-prior | train-decoder | train-upsampler)")
+        params = {stage: _trained(config, workdir, stage, task) for stage, task in tasks.items()}
+        return cls(TrainedClip.load(workdir), tasks["prior"], tasks["decoder"], tasks["upsampler"], params, config)
+
+    # -- pieces --------------------------------------------------------------------------
+
+    def captions(self, texts: Sequence[str]) -> np.ndarray:
+        return self.prior.text_tokenizer.encode(list(texts), self.config.text.max_length)
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        return self.clip.embedders()[1](texts)
+
+    def image_embeddings(self, images: np.ndarray) -> np.ndarray:
+        return self.clip.embedders()[0](images)
+
+    def decode(self, image_embeddings, texts: Sequence[str], rng, *, noise=None,
+               decoder: DecoderTask | None = None) -> np.ndarray:
+        """`uint8 [n, H, W, 3]`: decoder (from `noise`, else fresh noise), then the upsampler."""
+        decoder = decoder or self.decoder
+        decoder_key, noise_key, upsampler_key = jax.random.split(rng, 3)
+        if noise is None:
+            noise = jax.random.normal(noise_key, decoder.noise_shape(len(texts)))
+        low_res = decoder.sample(self.params["decoder"], jnp.asarray(image_embeddings), self.captions(texts),
+                                 noise, decoder_key)
+        return np.asarray(to_uint8(self.upsampler.sample(self.params["upsampler"], low_res, upsampler_key)))
+
+    # -- what users call -----------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], rng) -> np.ndarray:
+        """`uint8 [len(prompts), H, W, 3]`: prior, decoder and upsampler, one image per prompt."""
+        prior_key, decode_key = jax.random.split(rng)
+        embeddings = self.prior.sample(self.params["prior"], self.captions(prompts),
+                                       jnp.asarray(self.text_embeddings(prompts)), prior_key)
+        return self.decode(embeddings, prompts, decode_key)
+
+    def variations(self, image: np.ndarray, num: int, rng) -> np.ndarray:
+        """`num` images decoded from one image's CLIP embedding (no caption), each from its own noise."""
+        embedding = self.image_embeddings(image[None])
+        return self.decode(np.repeat(embedding, num, axis=0), [""] * num, rng)
+
+    def interpolate(self, image_a: np.ndarray, image_b: np.ndarray, num: int, rng) -> np.ndarray:
+        """`num` images along the slerp between two images' CLIP embeddings, all from one decoder noise."""
+        a, b = self.image_embeddings(np.stack([image_a, image_b]))
+        fractions = jnp.linspace(0.0, 1.0, num)[:, None]
+        noise_key, decode_key = jax.random.split(rng)
+        noise = jnp.broadcast_to(jax.random.normal(noise_key, self.decoder.noise_shape(1)),
+                                 self.decoder.noise_shape(num))
+        return self.decode(slerp(a[None], b[None], fractions), [""] * num, decode_key, noise=noise)
+
+    def text_diff(self, image: np.ndarray, from_text: str, to_text: str, num: int, rng,
+                  max_fraction: float = 0.5) -> np.ndarray:
+        """Section 3.3: `num` images whose embedding turns from the image's towards the
+        difference `to_text - from_text` (θ from 0 to `max_fraction`), all decoded from the
+        image's own DDIM-inverted decoder latent so that the rest of the picture stays."""
+        embedding = self.image_embeddings(image[None])
+        from_embedding, to_embedding = self.text_embeddings([from_text, to_text])
+        embeddings = text_diff_embeddings(embedding[0], from_embedding, to_embedding,
+                                          np.linspace(0.0, max_fraction, num))
+        small = box_downsample(unit_range(image)[None], self.decoder.section.image_size)
+        latent = self.decoder.invert(self.params["decoder"], jnp.asarray(small), jnp.asarray(embedding),
+                                     self.captions([""]))
+        ddim_config = ml_collections.ConfigDict(self.config.to_dict())
+        ddim_config.decoder.sample.update(sampler="ddim", eta=0.0)  # the inverse of `invert`
+        return self.decode(embeddings, [""] * num, rng, noise=jnp.broadcast_to(latent, self.decoder.noise_shape(num)),
+                           decoder=dataclasses.replace(self.decoder, config=ddim_config))

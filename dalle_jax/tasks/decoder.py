@@ -1,0 +1,200 @@
+"""Training and sampling unCLIP's decoder and upsampler (`models/decoder.py`).
+
+Both need the CLIP in `WORKDIR/clip`; the decoder also the run's text tokenizer. The
+decoder learns `config.decoder.image_size` images (the data's, box-downsampled) from their
+CLIP image embedding and caption; the upsampler learns the data's full-size images from
+their box-downsampled `config.upsampler.low_res_size` versions, on random crops
+(convolution only, so it samples at any size; the paper trains on crops of 1/4 size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dalle_jax.data import pipeline
+from dalle_jax.diffusion import gaussian, samplers, schedules
+from dalle_jax.models.clip import TextEncoder
+from dalle_jax.models.decoder import Decoder, Upsampler, corrupt_low_res
+from dalle_jax.models.pixels import box_downsample
+from dalle_jax.nn.unet import UNet
+from dalle_jax.tasks.clip import TrainedClip
+from dalle_jax.text.tokenizer import TextTokenizer
+
+
+def unit_range(image: np.ndarray) -> np.ndarray:
+    """`uint8` pixels to `float32` in [-1, 1] (numpy, for the input pipeline)."""
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+def build_unet(m, out_channels: int = 3) -> UNet:
+    return UNet(base_channels=m.base_channels, channel_mults=tuple(m.channel_mults), num_res_blocks=m.num_res_blocks,
+                attention_resolutions=tuple(m.attention_resolutions), num_heads=m.num_heads,
+                out_channels=out_channels, dropout=m.dropout, dtype=jnp.dtype(m.dtype))
+
+
+def schedule_of(section) -> schedules.NoiseSchedule:
+    """The noise schedule a stage's config section (`decoder`, `upsampler`, `prior`) names."""
+    gaussian.check_prediction(section.prediction)
+    return schedules.make_schedule(section.schedule, section.num_timesteps)
+
+
+def sample_with(section, model_fn, schedule, noise, rng, *, clip_x0: bool):
+    """`samplers.sample` with the sampler, steps, spacing and η of `section.sample`."""
+    s = section.sample
+    return samplers.sample(model_fn, schedule, noise, rng, sampler=s.sampler, num_steps=s.num_steps,
+                           prediction=section.prediction, eta=s.eta, clip_x0=clip_x0, spacing=s.spacing)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DecoderTask:
+    model: Decoder
+    schedule: schedules.NoiseSchedule
+    text_tokenizer: TextTokenizer
+    train_image_embeddings: np.ndarray  # [num_train, P], row i = train example i
+    config: Any
+    name: str = "decoder"
+
+    @classmethod
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "DecoderTask":
+        text_tokenizer = TextTokenizer.load(workdir)
+        trained_clip = TrainedClip.load(workdir)
+        embeddings = trained_clip.cached_embeddings("train", pipeline.load_sources(config.data)["train"], "image")
+        m = config.decoder.model
+        caption_encoder = TextEncoder(vocab_size=text_tokenizer.vocab_size, length=config.text.max_length,
+                                      embed_dim=m.text_width, depth=m.text_depth, num_heads=m.num_heads,
+                                      head_dim=m.text_width // m.num_heads, mlp_dim=4 * m.text_width,
+                                      dtype=jnp.dtype(m.dtype))
+        model = Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
+                        dtype=jnp.dtype(m.dtype))
+        return cls(model, schedule_of(config.decoder), text_tokenizer, embeddings, config)
+
+    @property
+    def section(self):
+        return self.config.decoder
+
+    @property
+    def empty_caption(self) -> np.ndarray:
+        return self.text_tokenizer.encode("", self.config.text.max_length)
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        image = box_downsample(unit_range(example["image"])[None], self.section.image_size)[0]
+        caption = example[self.config.text.caption_field]
+        embedding = self.train_image_embeddings[int(example["index"])]
+        if rng.random() < self.section.caption_dropout:
+            caption = ""
+        if rng.random() < self.section.image_embedding_dropout:
+            embedding = np.zeros_like(embedding)
+        return {"image": image, "caption": self.text_tokenizer.encode(caption, self.config.text.max_length),
+                "image_embedding": embedding}
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        t = jnp.zeros(batch["image"].shape[:1], jnp.int32)
+        return self.model.init(rng, batch["image"], t, batch["image_embedding"], batch["caption"])
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        del step
+        loss_key, dropout_key = jax.random.split(rng)
+        model_fn = lambda x, t: self.model.apply({"params": params}, x, t, batch["image_embedding"], batch["caption"],
+                                                 deterministic=False, rngs={"dropout": dropout_key})
+        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction)
+        return loss.mean(), {}, model_state
+
+    def _guided(self, params, image_embeddings, captions):
+        apply = lambda x, t, c: self.model.apply({"params": params}, x, t, *c)
+        condition = (image_embeddings, captions)
+        null = (jnp.zeros_like(image_embeddings), jnp.broadcast_to(jnp.asarray(self.empty_caption), captions.shape))
+        return samplers.classifier_free_guidance(apply, condition, null, self.section.sample.guidance_scale)
+
+    @functools.cached_property
+    def sample(self):
+        """Jitted `(params, image_embeddings [n, P], captions int32 [n, L], noise, rng)` to
+        images `float32 [n, s, s, 3]` in [-1, 1], guided and sampled as `decoder.sample` says."""
+
+        def sample(params, image_embeddings, captions, noise, rng):
+            model_fn = self._guided(params, image_embeddings, captions)
+            return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True), -1, 1)
+
+        return jax.jit(sample)
+
+    @functools.cached_property
+    def invert(self):
+        """Jitted `(params, images float [n, s, s, 3], image_embeddings, captions)` to the
+        latents x_T from which DDIM (η = 0, `decoder.sample.num_steps`) redraws the images."""
+
+        def invert(params, images, image_embeddings, captions):
+            model_fn = self._guided(params, image_embeddings, captions)
+            s = self.section.sample
+            return samplers.ddim_invert(model_fn, self.schedule, images, num_steps=s.num_steps,
+                                        prediction=self.section.prediction, spacing=s.spacing)
+
+        return jax.jit(invert)
+
+    def noise_shape(self, n: int) -> tuple[int, ...]:
+        return (n, self.section.image_size, self.section.image_size, 3)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UpsamplerTask:
+    model: Upsampler
+    schedule: schedules.NoiseSchedule
+    config: Any
+    name: str = "upsampler"
+
+    @classmethod
+    def from_config(cls, config, workdir: str | pathlib.Path | None = None) -> "UpsamplerTask":
+        del workdir
+        s = config.upsampler
+        factor = config.data.image_size // s.low_res_size
+        if factor * s.low_res_size != config.data.image_size or s.crop_size % factor or s.crop_size > config.data.image_size:
+            raise ValueError(f"upsampler: data.image_size {config.data.image_size} must be a multiple of low_res_size "
+                             f"{s.low_res_size}, and crop_size {s.crop_size} a multiple of that factor, at most the "
+                             "image size")
+        model = Upsampler(build_unet(s.model), embed_dim=s.model.embed_dim, dtype=jnp.dtype(s.model.dtype))
+        return cls(model, schedule_of(s), config)
+
+    @property
+    def section(self):
+        return self.config.upsampler
+
+    @property
+    def factor(self) -> int:
+        return self.config.data.image_size // self.section.low_res_size
+
+    def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        crop, factor = self.section.crop_size, self.factor
+        top, left = (rng.integers(0, (self.config.data.image_size - crop) // factor + 1, size=2) * factor)
+        image = unit_range(example["image"][top: top + crop, left: left + crop])
+        return {"image": image, "low_res": box_downsample(image[None], crop // factor)[0]}
+
+    def init(self, rng: jax.Array, batch: dict) -> dict:
+        return self.model.init(rng, batch["image"], jnp.zeros(batch["image"].shape[:1], jnp.int32), batch["low_res"])
+
+    def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
+        del step
+        corrupt_key, loss_key, dropout_key = jax.random.split(rng, 3)
+        low_res = corrupt_low_res(batch["low_res"], corrupt_key, max_blur_sigma=self.section.max_blur_sigma,
+                                  max_noise_std=self.section.max_noise_std)
+        model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res, deterministic=False,
+                                                 rngs={"dropout": dropout_key})
+        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction)
+        return loss.mean(), {}, model_state
+
+    @functools.cached_property
+    def sample(self):
+        """Jitted `(params, low_res float [n, h, h, 3], rng)` to `float32 [n, H, H, 3]` in [-1, 1]."""
+
+        def sample(params, low_res, rng):
+            noise_key, sample_key = jax.random.split(rng)
+            size = low_res.shape[1] * self.factor
+            noise = jax.random.normal(noise_key, (low_res.shape[0], size, size, 3))
+            model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res)
+            return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, sample_key, clip_x0=True), -1, 1)
+
+        return jax.jit(sample)

@@ -1,0 +1,134 @@
+"""The diffusion library against closed forms: Gaussian data has an exact denoiser, so each
+sampler must recover the data's mean and variance from it."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dalle_jax.diffusion import gaussian, samplers, schedules
+
+MEAN = jnp.array([0.5, -1.0, 0.0, 2.0])
+STD = jnp.array([0.3, 1.0, 0.1, 0.6])
+
+
+def exact_denoiser(schedule, prediction):
+    """The optimal model for data x₀ ~ N(MEAN, diag(STD²)): E[x₀ | x_t] in closed form."""
+
+    def model_fn(x, t):
+        alpha, sigma = (v[:, None] for v in schedule.alpha_sigma(t))
+        x0 = MEAN + alpha * STD ** 2 / (alpha ** 2 * STD ** 2 + sigma ** 2) * (x - alpha * MEAN)
+        epsilon = (x - alpha * x0) / sigma
+        return {"x0": x0, "epsilon": epsilon, "v": alpha * epsilon - sigma * x0}[prediction]
+
+    return model_fn
+
+
+def test_schedules_match_their_definitions():
+    linear = schedules.linear_alphas_cumprod(1000)
+    np.testing.assert_allclose(1 - linear[0], 1e-4)
+    np.testing.assert_allclose(linear[-1] / linear[-2], 1 - 0.02)
+    cosine = schedules.cosine_alphas_cumprod(1000)
+    f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2
+    np.testing.assert_allclose(cosine[499], f(500) / f(0), rtol=1e-9)
+    for abar in (linear, cosine):
+        assert np.all(np.diff(abar) < 0) and 0 < abar[-1] < 0.01
+    with pytest.raises(ValueError, match="noise schedule must be one of"):
+        schedules.make_schedule("quadratic", 10)
+
+
+def test_q_sample_moments_match_the_closed_form():
+    schedule = schedules.make_schedule("cosine", 100)
+    x0 = jnp.full((20_000, 1), 0.7)
+    t = jnp.full((20_000,), 40)
+    noise = jax.random.normal(jax.random.key(0), x0.shape)
+    x_t = gaussian.q_sample(schedule, x0, t, noise)
+    alpha, sigma = schedule.alpha_sigma(40)
+    np.testing.assert_allclose(x_t.mean(), alpha * 0.7, atol=0.01)
+    np.testing.assert_allclose(x_t.std(), sigma, rtol=0.02)
+
+
+@pytest.mark.parametrize("prediction", gaussian.PREDICTIONS)
+def test_each_parameterisation_round_trips(prediction):
+    x0, noise = jax.random.normal(jax.random.key(1), (2, 8, 3))
+    alpha, sigma = 0.6, 0.8
+    x_t = alpha * x0 + sigma * noise
+    target = gaussian.training_target(prediction, x0, noise, alpha, sigma)
+    got_x0, got_noise = gaussian.to_x0_epsilon(prediction, target, x_t, alpha, sigma)
+    chex.assert_trees_all_close((got_x0, got_noise), (x0, noise), atol=1e-5)
+
+
+def test_the_exact_denoiser_has_the_lowest_loss():
+    schedule = schedules.make_schedule("linear", 100)
+    data = MEAN + STD * jax.random.normal(jax.random.key(2), (4096, 4))
+    model = exact_denoiser(schedule, "epsilon")
+    exact = gaussian.diffusion_loss(model, schedule, data, jax.random.key(3), "epsilon").mean()
+    off = gaussian.diffusion_loss(lambda x, t: 1.05 * model(x, t), schedule, data, jax.random.key(3), "epsilon").mean()
+    assert exact < off
+
+
+def test_sampling_timesteps():
+    steps = samplers.sampling_timesteps(1000, 20)
+    assert steps[0] == 999 and steps[-1] == 0 and len(np.unique(steps)) == 20 and np.all(np.diff(steps) < 0)
+    np.testing.assert_array_equal(samplers.sampling_timesteps(5, 5), [4, 3, 2, 1, 0])
+    quadratic = samplers.sampling_timesteps(1000, 20, "quadratic")
+    assert quadratic[0] == 999 and quadratic[-1] == 0 and quadratic[1] == round(999 * (18 / 19) ** 2)
+    dense = samplers.sampling_timesteps(100, 90, "quadratic")  # rounding alone would repeat steps near 0
+    assert len(np.unique(dense)) == 90 and dense[0] == 99 and np.all(np.diff(dense) < 0)
+    with pytest.raises(ValueError, match="num_steps must be in"):
+        samplers.sampling_timesteps(10, 11)
+
+
+@pytest.mark.parametrize("sampler, num_steps, spacing, prediction", [
+    ("ddpm", 1000, "uniform", "epsilon"), ("ddpm", 100, "quadratic", "v"), ("ddim", 250, "uniform", "v"),
+    ("ddim", 50, "quadratic", "epsilon"), ("dpm_solver_pp", 20, "quadratic", "x0"),
+    ("dpm_solver_pp", 20, "quadratic", "epsilon")])
+def test_sampler_recovers_a_gaussian(sampler, num_steps, spacing, prediction):
+    schedule = schedules.make_schedule("cosine", 1000)
+    noise = jax.random.normal(jax.random.key(4), (8192, 4))
+    run = jax.jit(lambda noise, key: samplers.sample(exact_denoiser(schedule, prediction), schedule, noise, key,
+                                                     sampler=sampler, num_steps=num_steps, prediction=prediction,
+                                                     spacing=spacing))
+    x = run(noise, jax.random.key(5))
+    chex.assert_shape(x, (8192, 4))
+    np.testing.assert_allclose(x.mean(0), MEAN, atol=0.03)
+    np.testing.assert_allclose(x.std(0), STD, rtol=0.05)
+
+
+def test_ddpm_is_ddim_with_eta_one():
+    schedule = schedules.make_schedule("linear", 200)
+    noise = jax.random.normal(jax.random.key(6), (16, 4))
+    model = exact_denoiser(schedule, "epsilon")
+    draw = lambda sampler, eta: samplers.sample(model, schedule, noise, jax.random.key(7), sampler=sampler,
+                                                num_steps=30, prediction="epsilon", eta=eta)
+    np.testing.assert_allclose(draw("ddpm", 0.0), draw("ddim", 1.0), atol=1e-4)
+    assert not np.allclose(draw("ddim", 0.0), draw("ddim", 1.0), atol=1e-2)
+
+
+def test_ddim_inversion_reconstructs():
+    schedule = schedules.make_schedule("cosine", 1000)
+    model = exact_denoiser(schedule, "epsilon")
+    x0 = MEAN + STD * jax.random.normal(jax.random.key(8), (64, 4))
+    x_T = samplers.ddim_invert(model, schedule, x0, num_steps=250, prediction="epsilon")
+    assert float(jnp.abs(x_T - x0).mean()) > 0.5  # it went far, and came back:
+    back = samplers.sample(model, schedule, x_T, jax.random.key(9), sampler="ddim", num_steps=250,
+                           prediction="epsilon", eta=0.0)
+    np.testing.assert_allclose(back, x0, atol=0.04)  # DDIM is first order: the error halves as the steps double
+    assert float(jnp.abs(back - x0).mean()) < 0.01
+
+
+def test_guidance_mixes_one_batched_call():
+    calls = []
+
+    def apply(x, t, condition):
+        calls.append(x.shape[0])
+        return x * condition["scale"][:, None] + t[:, None]
+
+    x, t = jnp.ones((3, 2)), jnp.arange(3)
+    condition, null = {"scale": jnp.full((3,), 2.0)}, {"scale": jnp.full((3,), 0.5)}
+    guided = lambda s: samplers.classifier_free_guidance(apply, condition, null, s)(x, t)
+    chex.assert_trees_all_close(guided(1.0), apply(x, t, condition), atol=1e-6)
+    chex.assert_trees_all_close(guided(0.0), apply(x, t, null), atol=1e-6)
+    chex.assert_trees_all_close(guided(3.0), jnp.broadcast_to(0.5 + 3.0 * 1.5 + t[:, None], (3, 2)), atol=1e-6)
+    assert calls[0] == 6  # both passes in one call

@@ -1,0 +1,64 @@
+"""The diffusion UNet: shapes, zero output at initialisation, conditioning paths."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dalle_jax.nn.unet import UNet, timestep_embedding
+
+
+def perturbed(params, seed=0):
+    """Parameters moved off their (partly zero) initialisation, so every path matters."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+def tiny_unet(attention=(4,)):
+    return UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=attention,
+                num_heads=2, out_channels=3)
+
+
+def test_timestep_embedding_is_the_sinusoid():
+    t = jnp.array([0, 7])
+    emb = timestep_embedding(t, 8)
+    chex.assert_shape(emb, (2, 8))
+    frequencies = np.exp(-np.log(10_000) * np.arange(4) / 4)
+    np.testing.assert_allclose(emb[1], np.concatenate([np.cos(7 * frequencies), np.sin(7 * frequencies)]), rtol=1e-5)
+
+
+def test_shapes_and_zero_output_at_init():
+    unet = tiny_unet()
+    x, emb, context = jnp.ones((2, 8, 8, 5)), jnp.ones((2, 16)), jnp.ones((2, 3, 12))
+    params = unet.init(jax.random.key(0), x, emb, context)["params"]
+    out = unet.apply({"params": params}, x, emb, context)
+    chex.assert_shape(out, (2, 8, 8, 3))
+    assert float(jnp.abs(out).max()) == 0.0  # residual branches and the output start at zero
+
+
+def test_context_and_embedding_reach_the_output():
+    unet = tiny_unet()
+    x, emb, context = (jax.random.normal(k, s) for k, s in zip(jax.random.split(jax.random.key(1), 3),
+                                                               [(2, 8, 8, 3), (2, 16), (2, 3, 12)]))
+    params = perturbed(unet.init(jax.random.key(0), x, emb, context)["params"])
+    apply = lambda *args: unet.apply({"params": params}, *args)
+    base = apply(x, emb, context)
+    assert not np.allclose(base, apply(x, emb + 1.0, context), atol=1e-4)
+    assert not np.allclose(base, apply(x, emb, context + 1.0), atol=1e-4)
+    # Each example sees only its own context.
+    np.testing.assert_allclose(apply(x, emb, context.at[1].add(1.0))[0], base[0], atol=1e-5)
+
+
+def test_convolution_only_unet_has_no_attention():
+    unet = tiny_unet(attention=())
+    params = unet.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)), jnp.ones((1, 16)))["params"]
+    assert not any("AttentionBlock" in name for name in params)
+
+
+def test_odd_sizes_are_refused():
+    unet = UNet(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(), num_heads=1,
+                out_channels=3)
+    with pytest.raises(ValueError, match="cannot be halved 2 times"):
+        unet.init(jax.random.key(0), jnp.ones((1, 6, 6, 3)), jnp.ones((1, 16)))
