@@ -225,15 +225,18 @@ def generate(config) -> None:
 
 
 def evaluate(config) -> None:
+    import jax
+
     from dalle_jax.data import pipeline
     from dalle_jax.eval import generation
 
     if config.task == "unclip":
         unclip = _unclip(config)
         generate_batch = lambda prompts, key: unclip.generate(prompts, key)
-        rng = jax_key(config.seed)
+        rng = jax.random.key(config.seed)
         d = config.decoder.sample
-        out_dir = _workdir() / "unclip_eval" / f"{config.prior.kind}_{d.sampler}{d.num_steps}_guidance{d.guidance_scale:g}"
+        run_name = f"{config.prior.kind}_{d.sampler}{d.num_steps}_guidance{d.guidance_scale:g}"
+        out_dir = _workdir() / "unclip_eval" / run_name
         out_dir.mkdir(parents=True, exist_ok=True)
         embedders = unclip.clip.embedders()
     else:
@@ -247,18 +250,6 @@ def evaluate(config) -> None:
         rerank_candidates=FLAGS.rerank, out_dir=out_dir)
     print(generation.markdown_table(report))
     print(f"wrote {out_dir / 'eval.json'}")
-
-
-def jax_key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
-
-
-def rng_for(rng, index: int):
-    import jax
-
-    return jax.random.fold_in(rng, index)
 
 
 def train_captioner(config) -> None:
@@ -358,13 +349,15 @@ def _save_rows(rows, labels, default_name: str, columns: int) -> None:
 
 
 def unclip_generate(config) -> None:
+    import jax
+
     from dalle_jax.eval import generation
 
     if not FLAGS.prompt:
         raise app.UsageError("unclip-generate needs at least one --prompt")
-    unclip, rng = _unclip(config), jax_key(config.seed)
-    images = generation.generate_candidates(lambda prompts, batch: unclip.generate(prompts, rng_for(rng, batch)),
-                                            FLAGS.prompt, candidates=FLAGS.num_samples,
+    unclip, rng = _unclip(config), jax.random.key(config.seed)
+    generate_batch = lambda prompts, batch: unclip.generate(prompts, jax.random.fold_in(rng, batch))
+    images = generation.generate_candidates(generate_batch, FLAGS.prompt, candidates=FLAGS.num_samples,
                                             batch_size=config.sample.batch_size)
     labels = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
     _save_rows([images.reshape(-1, *images.shape[2:])], labels, "unclip_samples.png", max(FLAGS.num_samples, 4))
@@ -377,28 +370,34 @@ def _images(count: int, command: str, image_size: int):
 
 
 def variations(config) -> None:
+    import jax
+
     unclip = _unclip(config)
     (image,) = _images(1, "variations", config.data.image_size)
-    out = unclip.variations(image, FLAGS.num_samples, jax_key(config.seed))
+    out = unclip.variations(image, FLAGS.num_samples, jax.random.key(config.seed))
     _save_rows([image[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
                "variations.png", FLAGS.num_samples + 1)
 
 
 def interpolate(config) -> None:
+    import jax
+
     unclip = _unclip(config)
     a, b = _images(2, "interpolate", config.data.image_size)
-    out = unclip.interpolate(a, b, FLAGS.num_samples, jax_key(config.seed))
+    out = unclip.interpolate(a, b, FLAGS.num_samples, jax.random.key(config.seed))
     fractions = [i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
     _save_rows([a[None], out, b[None]], ["first"] + [f"slerp {f:.2f}" for f in fractions] + ["second"],
                "interpolation.png", FLAGS.num_samples + 2)
 
 
 def text_diff(config) -> None:
+    import jax
+
     unclip = _unclip(config)
     (image,) = _images(1, "text-diff", config.data.image_size)
     if len(FLAGS.prompt) != 2:
         raise app.UsageError("text-diff needs two --prompt: the description now, then the target description")
-    out = unclip.text_diff(image, *FLAGS.prompt, FLAGS.num_samples, jax_key(config.seed))
+    out = unclip.text_diff(image, *FLAGS.prompt, FLAGS.num_samples, jax.random.key(config.seed))
     fractions = [0.5 * i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
     _save_rows([image[None], out], ["original"] + [f"θ = {f:.2f}" for f in fractions], "text_diff.png",
                FLAGS.num_samples + 1)

@@ -33,9 +33,9 @@ class Decoder(nn.Module):
     def __call__(self, x_t, t, image_embedding, caption, *, deterministic: bool = True):
         text = self.caption_encoder(caption, pooled=False)  # [b, L, D]
         width = text.shape[-1]
-        embedding = (TimestepMLP(self.embed_dim, self.dtype)(t)
-                     + dense(self.embed_dim, dtype=self.dtype, name="image_embedding_projection")(image_embedding)
-                     + dense(self.embed_dim, dtype=self.dtype, name="caption_projection")(at_end_of_text(text, caption)))
+        project = lambda name: dense(self.embed_dim, dtype=self.dtype, name=name)
+        embedding = (TimestepMLP(self.embed_dim, self.dtype)(t) + project("image_embedding_projection")(image_embedding)
+                     + project("caption_projection")(at_end_of_text(text, caption)))
         clip_tokens = dense(self.num_clip_tokens * width, dtype=self.dtype, name="clip_tokens")(image_embedding)
         context = jnp.concatenate([clip_tokens.reshape(-1, self.num_clip_tokens, width), text], axis=1)
         return self.unet(x_t, embedding, context, deterministic=deterministic)

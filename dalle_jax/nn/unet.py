@@ -23,6 +23,7 @@ from dalle_jax.nn.attention import dense_init
 from dalle_jax.nn.conv import conv
 
 _ZERO = nn.with_logical_partitioning(nn.initializers.zeros, ("channels",))
+_CONV_AXES = ("height", "width", None, "channels")
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
@@ -60,7 +61,7 @@ def group_norm(channels: int, dtype, name=None) -> nn.GroupNorm:
 
 def zero_conv(features: int, dtype, name=None) -> nn.Conv:
     return nn.Conv(features, (3, 3), padding="SAME", dtype=dtype, name=name, bias_init=_ZERO,
-                   kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("height", "width", None, "channels")))
+                   kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, _CONV_AXES))
 
 
 class ResBlock(nn.Module):
@@ -96,11 +97,11 @@ class AttentionBlock(nn.Module):
         head_dim = channels // self.num_heads
         h = group_norm(channels, self.dtype)(x).reshape(batch, height * width, channels)
         heads = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
-        query, key, value = (heads(y) for y in jnp.split(dense(3 * channels, ("channels", "mlp"), self.dtype,
-                                                               name="qkv")(h), 3, axis=-1))
+        qkv = dense(3 * channels, ("channels", "mlp"), self.dtype, name="qkv")(h)
+        query, key, value = (heads(y) for y in jnp.split(qkv, 3, axis=-1))
         if context is not None:
-            context_key, context_value = (heads(y) for y in jnp.split(
-                dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context.astype(self.dtype)), 2, -1))
+            context_kv = dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context)
+            context_key, context_value = (heads(y) for y in jnp.split(context_kv, 2, axis=-1))
             key, value = jnp.concatenate([context_key, key], 1), jnp.concatenate([context_value, value], 1)
         out = jax.nn.dot_product_attention(query, key, value).reshape(batch, height * width, channels)
         out = dense(channels, ("mlp", "channels"), self.dtype, zero=True, name="out")(out)

@@ -105,8 +105,8 @@ class TrainedClip:
         workdir = pathlib.Path(workdir)
         config_file = workdir / "clip" / "config.json"
         if not config_file.exists():
-            raise FileNotFoundError(f"no CLIP in {workdir / 'clip'}; run `python run.py train-clip --workdir {workdir}` "
-                                    "first")
+            raise FileNotFoundError(f"no CLIP in {workdir / 'clip'}; run `python run.py train-clip "
+                                    f"--workdir {workdir}` first")
         config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
         task = ClipTask.from_config(config, workdir)
         step = checkpoint.latest_step(workdir / "clip" / "checkpoints")

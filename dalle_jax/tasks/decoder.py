@@ -150,10 +150,10 @@ class UpsamplerTask:
     @classmethod
     def from_config(cls, config, workdir: str | pathlib.Path | None = None) -> "UpsamplerTask":
         del workdir
-        s = config.upsampler
-        factor = config.data.image_size // s.low_res_size
-        if factor * s.low_res_size != config.data.image_size or s.crop_size % factor or s.crop_size > config.data.image_size:
-            raise ValueError(f"upsampler: data.image_size {config.data.image_size} must be a multiple of low_res_size "
+        s, size = config.upsampler, config.data.image_size
+        factor = size // s.low_res_size
+        if factor * s.low_res_size != size or s.crop_size % factor or s.crop_size > size:
+            raise ValueError(f"upsampler: data.image_size {size} must be a multiple of low_res_size "
                              f"{s.low_res_size}, and crop_size {s.crop_size} a multiple of that factor, at most the "
                              "image size")
         model = Upsampler(build_unet(s.model), embed_dim=s.model.embed_dim, dtype=jnp.dtype(s.model.dtype))
