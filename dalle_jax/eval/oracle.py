@@ -73,8 +73,10 @@ def _fit_template(component: np.ndarray) -> tuple[str, str, tuple[float, float],
     padded = np.pad(component, half)
     total = component.sum()
     best = ("", "", (box_x, box_y), -1.0)
-    for cx in sorted({int(np.floor(box_x + d)) for d in (-1, 0, 0.5, 1)}):
-        for cy in sorted({int(np.floor(box_y + d)) for d in (-1, 0, 0.5, 1)}):
+    size = component.shape[0]
+    near = lambda centre: sorted({int(np.clip(np.floor(centre + d), 0, size)) for d in (-1, 0, 0.5, 1)})
+    for cx in near(box_x):  # clipped: a generated blob may touch the border
+        for cy in near(box_y):
             window = padded[cy: cy + 2 * half, cx: cx + 2 * half]  # centred on (cx, cy)
             inter = np.sum(bank & window, axis=(1, 2))
             iou = inter / (bank.sum(axis=(1, 2)) + total - inter)

@@ -81,3 +81,13 @@ def test_summarize_groups_by_object_count():
 def test_rejects_non_images():
     with pytest.raises(ValueError, match=r"got shape \(4, 5\)"):
         oracle.parse_image(np.zeros((4, 5), np.uint8))
+
+
+def test_blobs_touching_the_border_are_parsed():
+    """Generated images may put colour in a corner; the template search must stay inside."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:10, 0] = (255, 0, 0)  # a 1-px red line on the left edge: its box centre is 0.5
+    image[-1, -10:] = (0, 0, 255)  # and a blue one along the bottom
+    found = oracle.parse_image(image)
+    assert [o.colour for o in found] == ["red", "blue"]
+    assert all(0.0 <= o.iou <= 1.0 for o in found)
