@@ -3,9 +3,8 @@
 - Text: causal pre-LN transformer (the blocks DALL·E uses); the feature is the final
   hidden state at the end-of-text token.
 - Image: ViT; patches by a strided convolution (optionally overlapping: a kernel wider than
-  the stride), optionally after a small stem of 3×3
-  convolutions at full resolution (Xiao et al. 2021, "Early convolutions help transformers
-  see better": on 32×32 shapes it separates small circles from squares sooner); a class
+  the stride), optionally after a stem of stride-2 3×3 convolutions that does part of the
+  patching (Xiao et al. 2021, "Early convolutions help transformers see better"); a class
   token or mean pooling.
 - Both are projected linearly to a shared embedding and L2-normalised. The learnable
   temperature starts at `log(1 / 0.07)` and its exponential is clamped at 100.
@@ -72,8 +71,10 @@ class VisionEncoder(nn.Module):
     head_dim: int
     mlp_dim: int
     pooling: str = "cls"  # or "mean"
-    stem_channels: Sequence[int] = ()  # 3×3 conv + GELU layers before the patch embedding
-    patch_kernel: int = 0  # > patch_size: overlapping patches (each token sees its neighbours' pixels)
+    # Stride-2 3×3 conv + GELU layers before the patch embedding, which then strides the rest
+    # of `patch_size` (a multiple of 2 ** len(stem_channels)).
+    stem_channels: Sequence[int] = ()
+    patch_kernel: int = 0  # > its stride: overlapping patches (each token sees its neighbours' pixels)
     image_size: int = 0  # > 0: larger images (a multiple of it) are box-averaged down to this size first
     dtype: jnp.dtype = jnp.float32
 
@@ -86,9 +87,13 @@ class VisionEncoder(nn.Module):
         if self.image_size and x.shape[1] != self.image_size:
             x = box_downsample(x, self.image_size)
         x = x.astype(self.dtype)
+        p = self.patch_size // 2 ** len(self.stem_channels)
+        if p * 2 ** len(self.stem_channels) != self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} is not a multiple of 2 ** len(stem_channels) "
+                             f"(stem_channels={tuple(self.stem_channels)})")
         for i, channels in enumerate(self.stem_channels):
-            x = nn.gelu(conv(channels, dtype=self.dtype, name=f"stem_{i}")(x))
-        p, k = self.patch_size, max(self.patch_kernel, self.patch_size)
+            x = nn.gelu(conv(channels, stride=2, dtype=self.dtype, name=f"stem_{i}")(x))
+        k = max(self.patch_kernel, p)
         x = nn.Conv(self.embed_dim, (k, k), strides=(p, p), padding="SAME", dtype=self.dtype, name="patch_embed",
                     kernel_init=dense_init(("height", "width", None, "embed")),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x)

@@ -31,14 +31,15 @@ def _inputs(batch=4):
     return images, jnp.asarray(tokens)
 
 
-@pytest.mark.parametrize("pooling,stem_channels,patch_kernel", [("cls", (), 0), ("mean", (), 0), ("cls", (8, 8), 12)])
+@pytest.mark.parametrize("pooling,stem_channels,patch_kernel", [("cls", (), 0), ("mean", (), 0), ("cls", (), 12), ("cls", (8, 8), 4)])
 def test_shapes_norms_and_temperature(pooling, stem_channels, patch_kernel):
     model, (images, tokens) = tiny_clip(pooling, stem_channels, patch_kernel), _inputs()
     variables = nn.unbox(model.init(jax.random.key(0), images, tokens))
     image_emb, text_emb, scale = model.apply(variables, images, tokens)
     chex.assert_shape([image_emb, text_emb], (4, 16))
     kernel = variables["params"]["vision"]["patch_embed"]["kernel"]
-    chex.assert_shape(kernel, (max(patch_kernel, 8), max(patch_kernel, 8), stem_channels[-1] if stem_channels else 3, 32))
+    stride = 8 // 2 ** len(stem_channels)  # the stride-2 stem does part of the patching
+    chex.assert_shape(kernel, (max(patch_kernel, stride),) * 2 + (stem_channels[-1] if stem_channels else 3, 32))
     patch_tokens = (pooling == "cls") + (32 // 8) ** 2
     chex.assert_shape(model.apply(variables, images, pooled=False, method="image_features"), (4, patch_tokens, 32))
     chex.assert_shape(model.apply(variables, images, pooled=True, method="image_features"), (4, 1, 16))
@@ -47,6 +48,12 @@ def test_shapes_norms_and_temperature(pooling, stem_channels, patch_kernel):
     np.testing.assert_allclose(scale, 1 / 0.07, rtol=1e-5)
     variables["params"]["logit_scale"] = jnp.log(500.0)
     assert float(model.apply(variables, images, tokens)[2]) == clip.MAX_LOGIT_SCALE
+
+
+def test_a_stem_deeper_than_the_patch_size_is_refused():
+    model, (images, tokens) = tiny_clip(stem_channels=(8, 8, 8, 8)), _inputs()
+    with pytest.raises(ValueError, match="patch_size 8 is not a multiple of 2 \\*\\* len"):
+        model.init(jax.random.key(0), images, tokens)
 
 
 def test_text_feature_is_read_at_end_of_text():
