@@ -41,7 +41,6 @@ def get_config(variant: str = "default"):
     c.experiment = dict(
         arms=("alt", "short", "descriptive"),  # (a), (b), (c)
         synthetic_caption_rate=0.95,
-        clip_steps=600,
         dalle_steps=2_000,
         num_prompts=200,
     )
@@ -52,6 +51,6 @@ def get_config(variant: str = "default"):
         c.captioner.train.update(steps=4, batch_size=8, log_every=2, save_every=4)
         c.captioner.finetune_steps = 2
         c.recaption = dict(chunk_size=100, batch_size=32)
-        c.experiment.update(clip_steps=4, dalle_steps=4, num_prompts=8)
+        c.experiment.update(dalle_steps=4, num_prompts=8)
         c.train.steps = 4
     return c
