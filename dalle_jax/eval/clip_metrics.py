@@ -67,8 +67,9 @@ def evaluate_clip(embed_images: Callable[[np.ndarray], np.ndarray], embed_text: 
     shape_ids = np.array([int(e["shapes"][0]) for e in examples])
     similarity = image_emb @ text_emb.T
     zero_shot = {}
-    for name, labels, classes in (("colour", colours, prompt_embeddings(embed_text, shapes.COLOUR_NAMES, colour_prompts)),
-                                  ("shape", shape_ids, prompt_embeddings(embed_text, shapes.SHAPES, shape_prompts))):
+    for name, labels, names, prompts_for in (("colour", colours, shapes.COLOUR_NAMES, colour_prompts),
+                                             ("shape", shape_ids, shapes.SHAPES, shape_prompts)):
+        classes = prompt_embeddings(embed_text, names, prompts_for)
         for reduce, suffix in (("best", ""), ("mean", "_prompt_mean")):
             predictions = zero_shot_predictions(image_emb[single], classes, reduce)
             zero_shot[f"zero_shot_{name}{suffix}"] = float(np.mean(predictions == labels[single]))

@@ -56,7 +56,8 @@ def captioner_config(config, mode: str) -> ml_collections.ConfigDict:
 def clip_config(config) -> ml_collections.ConfigDict:
     """`config.clip_config` (its own training schedule) on this experiment's data."""
     clip = config_from_file(config.clip_config)
-    apply_overrides(clip, {f"data.{k}": v for k, v in config.data.items()} | {"text.max_length": config.text.max_length})
+    overrides = {f"data.{k}": v for k, v in config.data.items()}
+    apply_overrides(clip, overrides | {"text.max_length": config.text.max_length})
     clip.lock()
     return clip
 

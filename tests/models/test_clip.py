@@ -31,7 +31,8 @@ def _inputs(batch=4):
     return images, jnp.asarray(tokens)
 
 
-@pytest.mark.parametrize("pooling,stem_channels,patch_kernel", [("cls", (), 0), ("mean", (), 0), ("cls", (), 12), ("cls", (8, 8), 4)])
+@pytest.mark.parametrize("pooling,stem_channels,patch_kernel",
+                         [("cls", (), 0), ("mean", (), 0), ("cls", (), 12), ("cls", (8, 8), 4)])
 def test_shapes_norms_and_temperature(pooling, stem_channels, patch_kernel):
     model, (images, tokens) = tiny_clip(pooling, stem_channels, patch_kernel), _inputs()
     variables = nn.unbox(model.init(jax.random.key(0), images, tokens))
