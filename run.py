@@ -12,7 +12,8 @@ Commands:
   train-clip            train CLIP into --workdir/clip (needs the text tokenizer in --workdir)
   eval-clip             CLIP: zero-shot colour/shape accuracy and recall@1/5; --workdir/clip_eval.json
   generate              DALL·E: images for --prompt (repeatable), --num-samples each, PNG grid to --out;
-                        --rerank N --keep K draws N per prompt and keeps the K that CLIP likes best
+                        each image is the best of sample.candidates by the model's own likelihood;
+                        --rerank N --keep K draws N plain samples and keeps the K that CLIP likes best
   eval                  DALL·E: oracle accuracy on validation and held-out prompts: --workdir/eval.json,
                         eval.md, and the images with their prompts (eval_SPLIT.npz, eval_SPLIT.png);
                         CLIP score when --workdir/clip exists; --rerank N adds reranked (keep 1) figures
@@ -62,8 +63,8 @@ flags.DEFINE_integer("num", 16, "number of examples (show-data) or renders per s
 flags.DEFINE_string("out", None, "output PNG path")
 flags.DEFINE_multi_string("prompt", [], "prompt for generate (repeat the flag for several)")
 flags.DEFINE_integer("num_samples", 4, "images per prompt for generate")
-flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many candidates per prompt and rerank them with "
-                     "the CLIP in --workdir/clip (0: no reranking)")
+flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many plain samples per prompt and rerank them "
+                     "with the CLIP in --workdir/clip, in place of sample.candidates (0: no CLIP reranking)")
 flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking")
 flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat the flag for several)")
 flags.DEFINE_string("mode", None, "train-captioner/caption/recaption: captioner mode (alt, short or descriptive)")
@@ -181,6 +182,9 @@ def _trained_dalle(config):
 
     from dalle_jax.tasks.dalle import DalleTask
 
+    if FLAGS.rerank:  # CLIP chooses among plain samples, in place of the model's own likelihood
+        config = config.copy_and_resolve_references()
+        config.sample.candidates = 1
     task = DalleTask.from_config(config, _workdir())
     return task, _trained_params(config, task), jax.random.key(config.seed)
 

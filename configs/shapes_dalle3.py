@@ -41,10 +41,9 @@ def get_config(variant: str = "default"):
     c.experiment = dict(
         arms=("alt", "short", "descriptive"),  # (a), (b), (c)
         synthetic_caption_rate=0.95,
-        dalle_steps=2_000,
+        dalle_steps=c.train.steps,  # the DALL·E 1 default schedule, so that arm (c) compares with its table
         num_prompts=200,
     )
-    c.train.steps = c.experiment.dalle_steps
 
     if variant == "tiny":
         c.captioner.model.update(embed_dim=32, depth=1, num_heads=2, head_dim=16, mlp_dim=64)

@@ -26,7 +26,7 @@ import tqdm
 from dalle_jax.config import stage_config
 from dalle_jax.data import pipeline
 from dalle_jax.data.cache import cached_array
-from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
+from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens
 from dalle_jax.nn import masks
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
 from dalle_jax.text.tokenizer import TextTokenizer
@@ -133,13 +133,15 @@ class DalleTask:
     @functools.cached_property
     def _sampler(self):
         s = self.config.sample
-        empty = jnp.asarray(self.text_tokenizer.encode("", self.config.text.max_length))
-
-        def sample(params, text, rng):
-            return sample_image_tokens(self.model, params, text, rng, empty_text=empty, guidance_scale=s.guidance_scale,
-                                       temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-
-        return jax.jit(sample)
+        # Guidance at scale 1 is the conditional model: skip the unconditional half.
+        empty = (jnp.asarray(self.text_tokenizer.encode("", self.config.text.max_length))
+                 if s.guidance_scale != 1.0 else None)
+        kwargs = dict(empty_text=empty, guidance_scale=s.guidance_scale, temperature=s.temperature, top_k=s.top_k,
+                      top_p=s.top_p)
+        if s.candidates > 1:
+            return jax.jit(lambda params, text, rng: sample_best_of(self.model, params, text, rng,
+                                                                    candidates=s.candidates, **kwargs))
+        return jax.jit(lambda params, text, rng: sample_image_tokens(self.model, params, text, rng, **kwargs))
 
     @functools.cached_property
     def _decoder(self):
@@ -148,8 +150,17 @@ class DalleTask:
             self.image_tokenizer_variables, tokens.reshape(tokens.shape[0], *grid), method="decode"))
 
     def generate(self, params, prompts: list[str], rng: jax.Array) -> np.ndarray:
-        """`uint8 [len(prompts), H, W, 3]` images, one per prompt, in batches of `sample.batch_size`."""
-        size = self.config.sample.batch_size
+        """`uint8 [len(prompts), H, W, 3]` images, one per prompt.
+
+        With `sample.candidates = N > 1`, each image is the best of N samples by the model's
+        own likelihood (`sample_best_of`). `sample.batch_size` sequences are sampled per
+        call: `batch_size // N` prompts.
+        """
+        s = self.config.sample
+        if s.candidates < 1 or s.batch_size % s.candidates:
+            raise ValueError(f"sample.candidates={s.candidates} must be ≥ 1 and divide sample.batch_size="
+                             f"{s.batch_size}")
+        size = s.batch_size // s.candidates
         images = []
         for i, begin in enumerate(range(0, len(prompts), size)):
             chunk = prompts[begin: begin + size]

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
+from dalle_jax.models.dalle import DalleTransformer, image_log_likelihood, sample_best_of, sample_image_tokens
 from dalle_jax.nn import masks
 from dalle_jax.text.tokenizer import EOS_ID, PAD_ID
 
@@ -80,6 +80,30 @@ def test_guidance_at_scale_one_is_the_conditional_model(model_and_params):
     np.testing.assert_array_equal(guided, plain)
     strong = sample_image_tokens(model, params, text, key, empty_text=empty, guidance_scale=3.0, return_logits=True)[1]
     assert not np.allclose(strong, plain_logits, atol=1e-3)
+
+
+def test_log_likelihood_sums_the_log_probabilities_of_the_sampled_tokens(model_and_params):
+    model, params = model_and_params
+    text = text_batch(2)
+    tokens, logits = sample_image_tokens(model, params, text, jax.random.key(5), return_logits=True)
+    log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits).transpose(1, 0, 2)))  # [batch, steps, vocab]
+    expected = np.take_along_axis(log_probs, np.asarray(tokens)[..., None], axis=-1).sum(axis=(1, 2))
+    likelihood = image_log_likelihood(model, params, text, tokens)
+    chex.assert_shape(likelihood, (2,))
+    np.testing.assert_allclose(likelihood, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_best_of_keeps_the_most_likely_candidate(model_and_params):
+    model, params = model_and_params
+    text, key, candidates = text_batch(3), jax.random.key(6), 4
+    best = sample_best_of(model, params, text, key, candidates=candidates, temperature=2.0)
+    chex.assert_shape(best, (3, 12))
+    drawn = sample_image_tokens(model, params, jnp.repeat(text, candidates, axis=0), key, temperature=2.0)
+    for i in range(3):
+        rows = np.asarray(drawn[candidates * i: candidates * (i + 1)])
+        assert len({row.tobytes() for row in rows}) == candidates  # distinct candidates, so the choice matters
+        scores = [float(image_log_likelihood(model, params, text[i: i + 1], row[None])[0]) for row in rows]
+        np.testing.assert_array_equal(best[i], rows[int(np.argmax(scores))])
 
 
 def test_masks_reach_the_model(model_and_params):
