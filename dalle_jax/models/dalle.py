@@ -134,13 +134,13 @@ class DalleTransformer(nn.Module):
         return [init_kv_cache(batch, self.length, self.num_heads, self.head_dim, self.dtype) for _ in range(self.depth)]
 
 
-def image_log_likelihood(model: DalleTransformer, params, text, image_tokens, *, condition=None):
+def image_log_likelihood(model: DalleTransformer, params, text, image_tokens):
     """log p(image tokens | text) under the model, summed over the grid: `float32 [batch]`.
 
     One pass over `[text ; image tokens]` (teacher forcing), at temperature 1.
     """
     tokens = jnp.concatenate([text, image_tokens], axis=1)
-    hidden = model.apply({"params": params}, tokens[:, :-1], condition=condition)
+    hidden = model.apply({"params": params}, tokens[:, :-1])
     logits = model.apply({"params": params}, hidden[:, model.text_length - 1:], method=model.image_logits)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     return jnp.take_along_axis(log_probs, image_tokens[..., None], axis=-1)[..., 0].sum(-1)
