@@ -134,14 +134,21 @@ class DalleTransformer(nn.Module):
         return [init_kv_cache(batch, self.length, self.num_heads, self.head_dim, self.dtype) for _ in range(self.depth)]
 
 
+def teacher_forced_logits(model: DalleTransformer, params, tokens):
+    """Logits of every next token of whole sequences `tokens = [text ; image tokens]`, in one pass:
+    (text `[batch, text_length - 1, text_vocab]`, image `[batch, num_image_tokens, image_vocab]`)."""
+    hidden = model.apply({"params": params}, tokens[:, :-1])
+    text_length = model.text_length
+    return (model.apply({"params": params}, hidden[:, : text_length - 1], method=model.text_logits),
+            model.apply({"params": params}, hidden[:, text_length - 1:], method=model.image_logits))
+
+
 def image_log_likelihood(model: DalleTransformer, params, text, image_tokens):
     """log p(image tokens | text) under the model, summed over the grid: `float32 [batch]`.
 
-    One pass over `[text ; image tokens]` (teacher forcing), at temperature 1.
+    One teacher-forced pass over `[text ; image tokens]`, at temperature 1.
     """
-    tokens = jnp.concatenate([text, image_tokens], axis=1)
-    hidden = model.apply({"params": params}, tokens[:, :-1])
-    logits = model.apply({"params": params}, hidden[:, model.text_length - 1:], method=model.image_logits)
+    _, logits = teacher_forced_logits(model, params, jnp.concatenate([text, image_tokens], axis=1))
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
     return jnp.take_along_axis(log_probs, image_tokens[..., None], axis=-1)[..., 0].sum(-1)
 

@@ -26,7 +26,7 @@ import tqdm
 from dalle_jax.config import stage_config
 from dalle_jax.data import pipeline
 from dalle_jax.data.cache import cached_array
-from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens
+from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens, teacher_forced_logits
 from dalle_jax.nn import masks
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
 from dalle_jax.text.tokenizer import TextTokenizer
@@ -113,9 +113,7 @@ class DalleTask:
         del rng, step
         tokens = _sequence(batch)
         text_length = self.model.text_length
-        hidden = self.model.apply({"params": params}, tokens[:, :-1])
-        text_logits = self.model.apply({"params": params}, hidden[:, : text_length - 1], method="text_logits")
-        image_logits = self.model.apply({"params": params}, hidden[:, text_length - 1:], method="image_logits")
+        text_logits, image_logits = teacher_forced_logits(self.model, params, tokens)
         text_loss = optax.softmax_cross_entropy_with_integer_labels(text_logits, tokens[:, 1:text_length]).mean()
         image_targets = tokens[:, text_length:]
         image_loss = optax.softmax_cross_entropy_with_integer_labels(image_logits, image_targets).mean()
