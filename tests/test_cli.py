@@ -95,6 +95,8 @@ def test_clip_training_reranking_and_clip_score(tiny_data_dir, tmp_path):
 
 
 def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
+    from dalle_jax.train.metric_writer import read_metrics
+
     common = ["--config", "configs/shapes_dalle3.py:tiny", f"--config.data.data_dir={tiny_data_dir}",
               "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
     run("dalle3-experiment", *common)
@@ -110,6 +112,8 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
         assert (tmp_path / "recaption" / mode / "quality.json").exists()
         assert Image.open(tmp_path / "recaption" / mode / "validation_captions.png").size[0] > 4 * 32
         assert (tmp_path / f"captioner_{mode}" / "checkpoints").exists()
+        evaluated = [m for m in read_metrics(tmp_path / f"captioner_{mode}") if "eval/relation_recall" in m]
+        assert evaluated and 0.0 <= evaluated[-1]["eval/precision"] <= 1.0
     # Every stage is done: recaptioning again captions nothing, and the captioner captions a PNG.
     printed = run("recaption", *common, "--mode", "short").stdout
     assert json.loads(printed[: printed.rindex("}") + 1])["throughput"]["images"] == 0

@@ -45,11 +45,11 @@ def train_stage(config, run_dir: pathlib.Path, task) -> None:
 
 
 def captioner_config(config, mode: str) -> ml_collections.ConfigDict:
-    """The config that trains the captioner in `mode` (fine-tunes run `captioner.finetune_steps`)."""
+    """The config that trains the captioner in `mode` (fine-tunes run `captioner.finetune_steps[mode]`)."""
     staged = stage_config(config, "captioner")
     staged.captioner.mode = mode
     if mode != "alt":
-        staged.train.steps = config.captioner.finetune_steps
+        staged.train.steps = config.captioner.finetune_steps[mode]
     return staged
 
 

@@ -4,7 +4,11 @@ tokens conditioned on an image through a compressed representation F(i) of it.
 F(i) comes from a trained CLIP image tower: its features `[batch, n, feature_dim]` (the
 pooled, projected image embedding is `n = 1`; the ViT's output tokens are `n = 1 + patches`)
 are projected into `num_prefix` prefix tokens (each feature into `num_prefix / n` of them),
-as ClipCap and CoCa's captioning head do.
+as ClipCap and CoCa's captioning head do. When the features end with a `grid_size × grid_size`
+grid of patch tokens (row-major), each patch's prefix token also carries its coordinates
+through a linear map (CoordConv's idea): spatial relations between objects ("to the left
+of") then need only a comparison of averaged coordinates, not a learned decoding of 64
+unrelated position vectors (README, DALL·E 3).
 
 Sequence: `[prefix ; BOS ; caption tokens]`. Prefix positions see each other (a prefix-LM
 mask); caption positions attend causally to everything before them. The output at position
@@ -28,6 +32,18 @@ def prefix_lm_mask(num_prefix: int, length: int) -> np.ndarray:
     """`bool [length, length]`: causal, and the first `num_prefix` positions see each other."""
     query, key = np.arange(length)[:, None], np.arange(length)[None, :]
     return (key <= query) | ((query < num_prefix) & (key < num_prefix))
+
+
+def patch_coordinates(num_features: int, grid_size: int) -> np.ndarray:
+    """`float32 [num_features, 2]`: (row, column) in [-1, 1] of each of the last `grid_size²`
+    feature tokens (a row-major grid of patches); zeros for the tokens before them (a class token)."""
+    leading = num_features - grid_size ** 2
+    if leading < 0:
+        raise ValueError(f"{num_features} image feature tokens cannot hold a {grid_size}×{grid_size} patch grid")
+    axis = np.linspace(-1.0, 1.0, grid_size, dtype=np.float32)
+    rows, columns = np.meshgrid(axis, axis, indexing="ij")
+    grid = np.stack([rows.ravel(), columns.ravel()], axis=-1)
+    return np.concatenate([np.zeros((leading, 2), np.float32), grid])
 
 
 def _normal(names):
@@ -60,6 +76,7 @@ class Captioner(nn.Module):
     num_heads: int
     head_dim: int
     mlp_dim: int
+    grid_size: int = 0  # > 0: the last grid_size² feature tokens are image patches, row-major
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -71,6 +88,8 @@ class Captioner(nn.Module):
         e = self.embed_dim
         self.prefix_projection = PrefixProjection(self.num_prefix, e)
         self.prefix_position = self.param("prefix_position", _normal(("length", "embed")), (self.num_prefix, e))
+        if self.grid_size:
+            self.coordinate_projection = PrefixProjection(self.num_prefix, e)
         self.token_embedding = nn.Embed(self.vocab_size, e, embedding_init=_normal(("vocab", "embed")))
         self.token_position = self.param("token_position", _normal(("length", "embed")), (self.caption_length + 1, e))
         self.blocks = [DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")
@@ -81,7 +100,11 @@ class Captioner(nn.Module):
 
     def embed_prefix(self, features):
         """`[batch, n, feature_dim]` image features to `[batch, num_prefix, embed]`."""
-        return (self.prefix_projection(features) + self.prefix_position).astype(self.dtype)
+        x = self.prefix_projection(features) + self.prefix_position
+        if self.grid_size:
+            coordinates = jnp.asarray(patch_coordinates(features.shape[1], self.grid_size))
+            x = x + self.coordinate_projection(coordinates[None])
+        return x.astype(self.dtype)
 
     def embed_tokens(self, tokens, start):
         """Caption-side ids `[batch, length]` at sequence positions `start ..` (BOS sits at `num_prefix`)."""

@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from dalle_jax.data import shapes
+from dalle_jax.data import pipeline, shapes
+from dalle_jax.eval.captions import FACTS, caption_quality
 from dalle_jax.models import clip
 from dalle_jax.models.captioner import Captioner, beam_search_captions, sample_captions
 from dalle_jax.tasks.clip import TrainedClip
@@ -51,11 +52,21 @@ def target_caption(example: dict, mode: str, image_size: int) -> str:
     raise ValueError(f"captioner mode must be one of {MODES}, got {mode!r}")
 
 
-def build_captioner(config, vocab_size: int) -> Captioner:
+def patch_grid_size(config, clip_config) -> int:
+    """The side of the CLIP image tower's patch grid when the captioner marks patch
+    coordinates (`captioner.patch_coordinates`, output tokens only); else 0."""
+    if config.captioner.pooled_features or not config.captioner.patch_coordinates:
+        return 0
+    m = clip_config.model
+    size = m.get("image_size", 0) or config.data.image_size
+    return -(-size // m.patch_size)  # the patch convolution pads ("SAME")
+
+
+def build_captioner(config, vocab_size: int, grid_size: int = 0) -> Captioner:
     m = config.captioner.model
     return Captioner(vocab_size=vocab_size, caption_length=config.text.max_length,
                      num_prefix=m.num_prefix, embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
-                     head_dim=m.head_dim, mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
+                     head_dim=m.head_dim, mlp_dim=m.mlp_dim, grid_size=grid_size, dtype=jnp.dtype(m.dtype))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -67,6 +78,7 @@ class CaptionerTask:
     config: Any
     workdir: pathlib.Path
     name: str
+    eval_examples: list  # validation examples whose captions `evaluate` scores
 
     @classmethod
     def from_config(cls, config, workdir: str | pathlib.Path) -> "CaptionerTask":
@@ -77,8 +89,11 @@ class CaptionerTask:
         trained_clip = TrainedClip.load(workdir)
         image_params = {k: trained_clip.params[k] for k in image_encoder_parts(config.captioner.pooled_features)}
         text_tokenizer = TextTokenizer.load(workdir)
-        return cls(build_captioner(config, text_tokenizer.vocab_size), trained_clip.model, image_params, text_tokenizer,
-                   config, workdir, f"captioner_{mode}")
+        model = build_captioner(config, text_tokenizer.vocab_size, patch_grid_size(config, trained_clip.task.config))
+        validation = pipeline.load_sources(config.data)["validation"]
+        eval_examples = [validation[i] for i in range(min(config.captioner.eval_images, len(validation)))]
+        return cls(model, trained_clip.model, image_params, text_tokenizer, config, workdir, f"captioner_{mode}",
+                   eval_examples)
 
     @property
     def mode(self) -> str:
@@ -124,6 +139,17 @@ class CaptionerTask:
         loss = jnp.sum(losses * weights) / jnp.sum(weights)
         correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / jnp.sum(weights)
         return loss, {"token_accuracy": correct}, model_state
+
+    def evaluate(self, params, model_state) -> dict[str, float]:
+        """Recall of each kind of fact (and precision over all) in the captions of the
+        validation examples, against the truth; logged every `train.eval_every` steps."""
+        del model_state
+        images = np.stack([e["image"] for e in self.eval_examples])
+        captions = self.caption(params, images, jax.random.key(self.config.seed))
+        scenes = [shapes.Scene.from_features(e, self.config.data.image_size) for e in self.eval_examples]
+        quality = caption_quality(captions, scenes)
+        return {**{f"{fact}_recall": quality[fact]["recall"] for fact in FACTS},
+                "precision": quality["all"]["precision"]}
 
     # -- captioning ----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 import itertools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +111,25 @@ def test_beam_of_one_is_greedy():
     greedy = captioner.sample_captions(model, params, features, jax.random.key(0), temperature=0.0)
     beam, _ = captioner.beam_search_captions(model, params, features, beam_size=1)
     np.testing.assert_array_equal(beam, greedy)
+
+
+def test_patch_coordinates():
+    coords = captioner.patch_coordinates(1 + 9, 3)
+    chex.assert_shape(coords, (10, 2))
+    np.testing.assert_array_equal(coords[0], [0, 0])  # the class token has none
+    np.testing.assert_array_equal(coords[1:4], [[-1, -1], [-1, 0], [-1, 1]])  # first row, left to right
+    np.testing.assert_array_equal(coords[1::3, 0], [-1, 0, 1])  # rows go down
+    with pytest.raises(ValueError, match="cannot hold a 3×3 patch grid"):
+        captioner.patch_coordinates(8, 3)
+
+
+def test_prefix_carries_patch_coordinates():
+    """With a grid, patch tokens of identical features differ by position, linearly in (row, column)."""
+    model = captioner.Captioner(vocab_size=12, caption_length=6, num_prefix=5, embed_dim=32, depth=1, num_heads=2,
+                                head_dim=16, mlp_dim=64, grid_size=2)
+    features = jnp.ones((1, 5, 8))
+    params = nn.unbox(init(model, features))
+    prefix = model.apply({"params": params}, features, method=model.embed_prefix)[0] - params["prefix_position"]
+    # Patches (0,0), (0,1), (1,0), (1,1): the column step is the same on both rows.
+    chex.assert_trees_all_close(prefix[2] - prefix[1], prefix[4] - prefix[3], atol=1e-6)
+    assert not np.allclose(prefix[2], prefix[1])
