@@ -78,7 +78,8 @@ class CaptionerTask:
     config: Any
     workdir: pathlib.Path
     name: str
-    eval_examples: list  # validation examples whose captions `evaluate` scores
+    eval_images: np.ndarray  # uint8 [n, H, W, 3]: the validation images whose captions `evaluate` scores
+    eval_scenes: list  # their ground-truth scenes
 
     @classmethod
     def from_config(cls, config, workdir: str | pathlib.Path) -> "CaptionerTask":
@@ -91,9 +92,10 @@ class CaptionerTask:
         text_tokenizer = TextTokenizer.load(workdir)
         model = build_captioner(config, text_tokenizer.vocab_size, patch_grid_size(config, trained_clip.task.config))
         validation = pipeline.load_sources(config.data)["validation"]
-        eval_examples = [validation[i] for i in range(min(config.captioner.eval_images, len(validation)))]
+        examples = [validation[i] for i in range(min(config.captioner.eval_images, len(validation)))]
         return cls(model, trained_clip.model, image_params, text_tokenizer, config, workdir, f"captioner_{mode}",
-                   eval_examples)
+                   np.stack([e["image"] for e in examples]),
+                   [shapes.Scene.from_features(e, config.data.image_size) for e in examples])
 
     @property
     def mode(self) -> str:
@@ -144,10 +146,8 @@ class CaptionerTask:
         """Recall of each kind of fact (and precision over all) in the captions of the
         validation examples, against the truth; logged every `train.eval_every` steps."""
         del model_state
-        images = np.stack([e["image"] for e in self.eval_examples])
-        captions = self.caption(params, images, jax.random.key(self.config.seed))
-        scenes = [shapes.Scene.from_features(e, self.config.data.image_size) for e in self.eval_examples]
-        quality = caption_quality(captions, scenes)
+        quality = caption_quality(self.caption(params, self.eval_images, jax.random.key(self.config.seed)),
+                                  self.eval_scenes)
         return {**{f"{fact}_recall": quality[fact]["recall"] for fact in FACTS},
                 "precision": quality["all"]["precision"]}
 
