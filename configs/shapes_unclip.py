@@ -9,7 +9,7 @@
   python run.py unclip-generate $W --prompt "a small red circle" --num-samples 8
   python run.py eval $W                  # oracle accuracy, as for DALL·E 1
 
-Prior, decoder and upsampler train in about 37 minutes on 2 CPU cores (README). Each stage
+Prior, decoder and upsampler train in about 45 minutes on 2 CPU cores (README). Each stage
 section (`prior`, `decoder`, `upsampler`) carries its own `train` and `optim`,
 laid over the shared ones (`config.stage_config`). The paper's chain 64 → 256 → 1024 is a
 second upsampler config with other sizes; here one stage suffices.
@@ -23,7 +23,8 @@ HERE = pathlib.Path(__file__).parent
 
 
 def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0):
-    return dict(schedule="cosine", num_timesteps=1000, prediction=prediction,
+    # min_snr_gamma > 0: the loss weighted by min(SNR, γ) in x₀ terms (gaussian.min_snr_weight); 0: unweighted.
+    return dict(schedule="cosine", num_timesteps=1000, prediction=prediction, min_snr_gamma=0.0,
                 sample=dict(sampler=sampler, num_steps=num_steps, spacing=spacing, eta=0.0,
                             guidance_scale=guidance_scale, temperature=1.0))
 
@@ -45,7 +46,7 @@ def get_config(variant: str = "default"):
         pca_variance=0.99, num_buckets=1024,  # autoregressive
         **_diffusion("x0", "ddim", 64, "uniform"),
         train=dict(steps=2_000, batch_size=64, log_every=100, save_every=1_000, eval_every=0),
-        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.01),
+        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.01, ema_decay=0.999),
     )
     c.decoder = dict(
         image_size=32,
@@ -55,7 +56,7 @@ def get_config(variant: str = "default"):
         caption_dropout=0.5, image_embedding_dropout=0.1,
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic", guidance_scale=2.0),
         train=dict(steps=1_500, batch_size=32, log_every=100, save_every=500, eval_every=0),
-        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0),
+        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0, ema_decay=0.999),
     )
     c.upsampler = dict(
         low_res_size=32, crop_size=32,  # trained on 32×32 crops of the 64×64 images (16×16 low-res crops)
@@ -64,7 +65,7 @@ def get_config(variant: str = "default"):
                    embed_dim=128, dropout=0.0, dtype="float32"),
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic"),
         train=dict(steps=600, batch_size=32, log_every=100, save_every=300, eval_every=0),
-        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0),
+        optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0, ema_decay=0.999),
     )
     c.sample = dict(batch_size=64)
 

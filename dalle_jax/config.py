@@ -165,6 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.95
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.01
+    c.optim.ema_decay = 0.0  # > 0: keep an EMA of the parameters (optim.params_ema); inference loads it
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1_000

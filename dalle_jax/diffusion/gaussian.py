@@ -56,13 +56,26 @@ def training_target(prediction: str, x0, noise, alpha, sigma):
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
-def diffusion_loss(model_fn: ModelFn, schedule: NoiseSchedule, x0, rng, prediction: str):
+def min_snr_weight(prediction: str, alpha, sigma, gamma: float):
+    """Min-SNR-γ (Hang et al. 2023): the weight that turns this parameterisation's squared
+    error into `min(SNR, γ) · |x̂₀ - x₀|²`, SNR = α²/σ². The x₀-error is the ε-error over
+    SNR and the v-error over SNR + 1."""
+    check_prediction(prediction)
+    snr = jnp.square(alpha / sigma)
+    clipped = jnp.minimum(snr, gamma)
+    return {"x0": clipped, "epsilon": clipped / snr, "v": clipped / (snr + 1)}[prediction]
+
+
+def diffusion_loss(model_fn: ModelFn, schedule: NoiseSchedule, x0, rng, prediction: str, min_snr_gamma: float = 0.0):
     """Per-example mean squared error `[batch]` of the model at a uniformly drawn timestep
-    (the "simple" loss of Ho et al. 2020, for any parameterisation)."""
+    (the "simple" loss of Ho et al. 2020, for any parameterisation); with `min_snr_gamma > 0`,
+    weighted by `min_snr_weight`."""
     t_key, noise_key = jax.random.split(rng)
     t = jax.random.randint(t_key, (x0.shape[0],), 0, schedule.num_timesteps)
     noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
-    alpha, sigma = (_per_example(v, x0) for v in schedule.alpha_sigma(t))
-    output = model_fn(alpha * x0 + sigma * noise, t)
-    target = training_target(prediction, x0, noise, alpha, sigma)
-    return jnp.mean(jnp.square(output.astype(jnp.float32) - target), axis=tuple(range(1, x0.ndim)))
+    alpha, sigma = schedule.alpha_sigma(t)
+    a, s = _per_example(alpha, x0), _per_example(sigma, x0)
+    output = model_fn(a * x0 + s * noise, t)
+    target = training_target(prediction, x0, noise, a, s)
+    loss = jnp.mean(jnp.square(output.astype(jnp.float32) - target), axis=tuple(range(1, x0.ndim)))
+    return loss * min_snr_weight(prediction, alpha, sigma, min_snr_gamma) if min_snr_gamma else loss

@@ -103,7 +103,8 @@ class DecoderTask:
         loss_key, dropout_key = jax.random.split(rng)
         model_fn = lambda x, t: self.model.apply({"params": params}, x, t, batch["image_embedding"], batch["caption"],
                                                  deterministic=False, rngs={"dropout": dropout_key})
-        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction)
+        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction,
+                                       self.section.min_snr_gamma)
         return loss.mean(), {}, model_state
 
     def _guided(self, params, image_embeddings, captions):
@@ -183,7 +184,8 @@ class UpsamplerTask:
                                   max_noise_std=self.section.max_noise_std)
         model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res, deterministic=False,
                                                  rngs={"dropout": dropout_key})
-        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction)
+        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction,
+                                       self.section.min_snr_gamma)
         return loss.mean(), {}, model_state
 
     @functools.cached_property

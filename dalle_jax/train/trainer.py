@@ -135,7 +135,8 @@ def _example(task: Task, source) -> dict:
 
 
 def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax.sharding.Mesh | None = None) -> dict:
-    """The variables (`{"params": ..., **model_state}`) of a run's latest checkpoint, sharded."""
+    """The variables (`{"params": ..., **model_state}`) of a run's latest checkpoint, sharded;
+    `params` is the parameters' EMA when the run kept one (`optim.ema_decay > 0`)."""
     mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
     source = pipeline.load_sources(config.data)["train"]
     optimizer = optim.make_optimizer(config.optim, config.train.steps)
@@ -146,7 +147,8 @@ def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax
         state, _, _ = checkpointer.restore(abstract)
     finally:
         checkpointer.close()
-    return {"params": state.params, **state.model_state}
+    averaged = optim.averaged_params(state.opt_state)
+    return {"params": state.params if averaged is None else averaged, **state.model_state}
 
 
 def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_shardings):
@@ -185,7 +187,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
                                            keep=config.train.keep_checkpoints)
     if checkpointer.latest_step() is None:
         state = init()
-        state = state.replace(params=starting_params(task, state.params, shardings.params))
+        params = starting_params(task, state.params, shardings.params)
+        if params is not state.params:  # fine-tuning: the optimizer state (and any EMA) starts from these
+            opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+            state = state.replace(params=params, opt_state=opt_state)
         start = 0
     elif resume:
         state, data_state, start = checkpointer.restore(abstract)

@@ -68,6 +68,32 @@ def test_the_exact_denoiser_has_the_lowest_loss():
     assert exact < off
 
 
+def test_min_snr_weighting_is_the_same_loss_in_every_parameterisation():
+    """Min-SNR-γ weights each parameterisation's error into min(SNR, γ)·|x̂₀ - x₀|², so one
+    (imperfect) denoiser written as an ε-, x₀- or v-model has one weighted loss; with γ → ∞
+    the ε-model's weight is 1."""
+    schedule = schedules.make_schedule("cosine", 100)
+    data = MEAN + STD * jax.random.normal(jax.random.key(2), (512, 4))
+    exact_x0 = exact_denoiser(schedule, "x0")
+
+    def model(prediction):
+        def model_fn(x, t):
+            alpha, sigma = (v[:, None] for v in schedule.alpha_sigma(t))
+            x0 = 0.9 * exact_x0(x, t)
+            epsilon = (x - alpha * x0) / sigma
+            return {"x0": x0, "epsilon": epsilon, "v": alpha * epsilon - sigma * x0}[prediction]
+        return model_fn
+
+    loss = lambda prediction, gamma: gaussian.diffusion_loss(model(prediction), schedule, data, jax.random.key(3),
+                                                             prediction, min_snr_gamma=gamma)
+    weighted = {p: loss(p, 5.0) for p in gaussian.PREDICTIONS}
+    chex.assert_shape(weighted["v"], (512,))
+    np.testing.assert_allclose(weighted["epsilon"], weighted["x0"], rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(weighted["v"], weighted["x0"], rtol=2e-4, atol=1e-7)
+    assert not np.allclose(loss("v", 0.0), loss("x0", 0.0), rtol=0.1)  # unweighted, they differ
+    np.testing.assert_allclose(loss("epsilon", 1e12), loss("epsilon", 0.0), rtol=1e-5)
+
+
 def test_sampling_timesteps():
     steps = samplers.sampling_timesteps(1000, 20)
     assert steps[0] == 999 and steps[-1] == 0 and len(np.unique(steps)) == 20 and np.all(np.diff(steps) < 0)

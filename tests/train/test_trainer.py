@@ -5,12 +5,14 @@ import signal
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from dalle_jax.config import apply_overrides
 from dalle_jax.tasks.toy import ToyTask
-from dalle_jax.train import checkpoint, trainer
+from dalle_jax.train import checkpoint, optim, trainer
 from dalle_jax.train.metric_writer import read_metrics
 
 
@@ -36,7 +38,27 @@ def test_state_shapes_and_learning(tiny_config, tmp_path):
     assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
 
 
-def test_resume_is_bitwise_exact(tiny_config, tmp_path):
+def test_params_ema_is_the_warmed_up_average_of_the_trajectory():
+    decay, lr = 0.9, 0.1
+    optimizer = optax.chain(optax.sgd(lr), optim.params_ema(decay))
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    grads = jax.random.normal(jax.random.key(0), (12, 3))
+    opt_state = optimizer.init(params)
+    naive_params, naive_ema = np.asarray(params["w"]), np.asarray(params["w"])
+    for t, g in enumerate(grads):
+        updates, opt_state = optimizer.update({"w": g}, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        naive_params = naive_params - lr * np.asarray(g)
+        d = min(decay, (1 + t) / (10 + t))
+        naive_ema = d * naive_ema + (1 - d) * naive_params
+    np.testing.assert_allclose(params["w"], naive_params, rtol=1e-6)
+    np.testing.assert_allclose(optim.averaged_params(opt_state)["w"], naive_ema, rtol=1e-5)
+    assert optim.averaged_params(optax.adam(1e-3).init(params)) is None
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_is_bitwise_exact(tiny_config, tmp_path, ema_decay):
+    tiny_config.optim.ema_decay = ema_decay
     straight = _train(tiny_config, tmp_path / "straight")
     half = tiny_config.train.steps // 2
     _train(tiny_config, tmp_path / "resumed", stop_at_step=half)
@@ -47,6 +69,11 @@ def test_resume_is_bitwise_exact(tiny_config, tmp_path):
     _assert_bitwise_equal(resumed.opt_state, straight.opt_state)
     straight_rows, resumed_rows = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     assert [r["loss"] for r in straight_rows] == [r["loss"] for r in resumed_rows]
+    # Inference loads the EMA when the run keeps one.
+    loaded = trainer.load_variables(tiny_config, tmp_path / "resumed", ToyTask.from_config(tiny_config))["params"]
+    _assert_bitwise_equal(loaded, straight.params if not ema_decay else optim.averaged_params(straight.opt_state))
+    if ema_decay:
+        assert not np.allclose(loaded["hidden"]["kernel"], straight.params["hidden"]["kernel"])
 
 
 def test_refuses_to_overwrite_a_run(tiny_config, tmp_path):
@@ -122,13 +149,14 @@ class _PretrainedToy(ToyTask):
 
 
 def test_a_fresh_run_starts_from_the_tasks_initial_params(tiny_config, tmp_path):
-    apply_overrides(tiny_config.unlock(), {"train.steps": 1, "train.save_every": 1})
+    apply_overrides(tiny_config.unlock(), {"train.steps": 1, "train.save_every": 1, "optim.ema_decay": 0.99})
     fresh = _train(tiny_config, tmp_path / "fresh")
     model = ToyTask.from_config(tiny_config).model
     pretrained = jax.tree.map(lambda x: np.asarray(x) + 1.0, fresh.params)
     tuned = trainer.train(tiny_config, tmp_path / "tuned", _PretrainedToy(model, pretrained=pretrained))
     # One Adam step (at most about the learning rate per weight) away from the given parameters.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2 * tiny_config.optim.learning_rate),
-                 tuned.params, pretrained)
+    for params in (tuned.params, optim.averaged_params(tuned.opt_state)):  # the EMA starts there too
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2 * tiny_config.optim.learning_rate),
+                     params, pretrained)
     with pytest.raises(ValueError, match="initial_params changed the parameter tree"):
         trainer.starting_params(_PretrainedToy(model, pretrained={"other": 0.0}), fresh.params, None)
