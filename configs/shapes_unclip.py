@@ -9,7 +9,7 @@
   python run.py unclip-generate $W --prompt "a small red circle" --num-samples 8
   python run.py eval $W                  # oracle accuracy, as for DALL·E 1
 
-Prior, decoder and upsampler train in about 45 minutes on 2 CPU cores (README). Each stage
+Prior, decoder and upsampler train in 37 to 47 minutes on 2 CPU cores, by machine (README). Each stage
 section (`prior`, `decoder`, `upsampler`) carries its own `train` and `optim`,
 laid over the shared ones (`config.stage_config`). The paper's chain 64 → 256 → 1024 is a
 second upsampler config with other sizes; here one stage suffices.
