@@ -56,9 +56,7 @@ def params_ema(decay: float) -> optax.GradientTransformation:
 
 def averaged_params(opt_state) -> Any | None:
     """The parameters' EMA held in an optimizer state from `make_optimizer`, or None without one."""
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, ParamsEmaState))
-             if isinstance(s, ParamsEmaState)]
-    return found[0].ema if found else None
+    return optax.tree_utils.tree_get(opt_state, "ema")
 
 
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
