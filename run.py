@@ -33,7 +33,8 @@ Commands:
   interpolate           DALL·E 2: slerp between two --image embeddings in --num-samples steps; PNG to --out
   text-diff             DALL·E 2: turn an --image's embedding from the first --prompt towards the second;
                         PNG to --out
-  (eval on a config with task "unclip" scores unCLIP into --workdir/unclip_eval/PRIOR_SAMPLER_STEPS/)
+  (eval on a config with task "unclip" scores unCLIP into --workdir/unclip_eval/PRIOR_SAMPLER_STEPS_GUIDANCE/;
+   --config.decoder.sample.candidates=N: CLIP keeps the best of N decoder draws per prompt, ..._bestN/)
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
@@ -240,6 +241,8 @@ def evaluate(config) -> None:
         rng = jax.random.key(config.seed)
         d = config.decoder.sample
         run_name = f"{config.prior.kind}_{d.sampler}{d.num_steps}_guidance{d.guidance_scale:g}"
+        if d.get("candidates", 1) > 1:
+            run_name += f"_best{d.candidates}"
         out_dir = _workdir() / "unclip_eval" / run_name
         out_dir.mkdir(parents=True, exist_ok=True)
         embedders = unclip.clip.embedders()

@@ -1,12 +1,13 @@
 """unCLIP throughput on this machine; prints one JSON object.
 
-Decoder: 32×32 images, batch 8, base width 64, channel multipliers 1-2-4, 2 residual blocks
+Decoder: 32×32 images, batch 8 (`--batch`), base width 64, channel multipliers 1-2-4, 2 residual blocks
 per level, attention at 16 and 8, a 2-layer caption encoder of width 128 and 4 CLIP tokens.
 Prior: the diffusion prior (width 256, depth 4, batch 64) over 24 caption tokens and
-256-dimensional embeddings. Reports training images/s (decoder) and steps/s (prior), and
-guided decoder sampling images/s for each sampler and step count.
+256-dimensional embeddings. Reports training images/s (decoder, with its model-FLOPs
+utilisation: XLA's FLOP count of the compiled step against the matmul peak measured in the
+same run) and steps/s (prior), and guided decoder sampling images/s for each sampler and step count.
 
-  python bench/unclip_throughput.py [--steps 10] [--dtype float32|bfloat16] [--samplers ddpm:250,ddim:50,...]
+  python bench/unclip_throughput.py [--steps 10] [--dtype float32|bfloat16] [--batch 8] [--samplers ddpm:250,ddim:50,...]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dalle_throughput import timed  # bench/ is on the path when this script runs
+from dalle_throughput import compiled_flops, matmul_peak_flops, timed  # bench/ is on the path when this runs
 from dalle_jax.diffusion import gaussian, samplers, schedules
 from dalle_jax.models.clip import TextEncoder
 from dalle_jax.models.decoder import Decoder
@@ -28,11 +29,12 @@ from dalle_jax.models.prior import DiffusionPrior
 from dalle_jax.nn.unet import UNet
 from dalle_jax.train.state import create_state, train_step
 
-BATCH, SIZE, CAPTION, VOCAB, EMBEDDING = 8, 32, 24, 512, 256
+SIZE, CAPTION, VOCAB, EMBEDDING = 32, 24, 512, 256
 PRIOR_BATCH = 64
 
 
-def training_seconds(model, example_args, loss_of, repeats: int) -> float:
+def training_cost(model, example_args, loss_of, repeats: int) -> tuple[float, float, dict]:
+    """(seconds per training step, FLOPs per step, initial parameters)."""
     params = nn.unbox(model.init(jax.random.key(0), *example_args))["params"]
     optimizer = optax.adamw(1e-4)
     state = create_state({"params": params}, optimizer, jax.random.key_data(jax.random.key(0)))
@@ -42,16 +44,18 @@ def training_seconds(model, example_args, loss_of, repeats: int) -> float:
         return loss_of(params, batch, rng), {}, model_state
 
     step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), loss_fn=loss_fn, optimizer=optimizer))
-    return timed(step, state, example_args, repeats=repeats), params
+    compiled = step.lower(state, example_args).compile()
+    return timed(compiled, state, example_args, repeats=repeats), compiled_flops(compiled), params
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samplers", default="ddpm:250,ddim:50,ddim:20,dpm_solver_pp:20,dpm_solver_pp:10")
     args = parser.parse_args()
-    dtype = jnp.dtype(args.dtype)
+    dtype, batch = jnp.dtype(args.dtype), args.batch
     schedule = schedules.make_schedule("cosine", 1000)
     keys = jax.random.split(jax.random.key(0), 4)
 
@@ -60,17 +64,17 @@ def main():
     text = TextEncoder(vocab_size=VOCAB, length=CAPTION, embed_dim=128, depth=2, num_heads=4, head_dim=32,
                        mlp_dim=512, dtype=dtype)
     decoder = Decoder(unet, text, embed_dim=256, num_clip_tokens=4, dtype=dtype)
-    images = jax.random.uniform(keys[0], (BATCH, SIZE, SIZE, 3), minval=-1, maxval=1)
-    embeddings = jax.random.normal(keys[1], (BATCH, EMBEDDING))
-    captions = jax.random.randint(keys[2], (BATCH, CAPTION), 4, VOCAB)
-    decoder_args = (images, jnp.zeros(BATCH, jnp.int32), embeddings, captions)
+    images = jax.random.uniform(keys[0], (batch, SIZE, SIZE, 3), minval=-1, maxval=1)
+    embeddings = jax.random.normal(keys[1], (batch, EMBEDDING))
+    captions = jax.random.randint(keys[2], (batch, CAPTION), 4, VOCAB)
+    decoder_args = (images, jnp.zeros(batch, jnp.int32), embeddings, captions)
 
-    def decoder_loss(params, batch, rng):
-        x0, _, embedding, caption = batch
+    def decoder_loss(params, inputs, rng):
+        x0, _, embedding, caption = inputs
         model_fn = lambda x, t: decoder.apply({"params": params}, x, t, embedding, caption)
         return gaussian.diffusion_loss(model_fn, schedule, x0, rng, "epsilon").mean()
 
-    decoder_seconds, decoder_params = training_seconds(decoder, decoder_args, decoder_loss, args.steps)
+    decoder_seconds, decoder_flops, decoder_params = training_cost(decoder, decoder_args, decoder_loss, args.steps)
 
     prior = DiffusionPrior(vocab_size=VOCAB, caption_length=CAPTION, width=256, depth=4, num_heads=8, head_dim=32,
                            mlp_dim=1024, dtype=dtype)
@@ -78,12 +82,13 @@ def main():
                   jax.random.normal(keys[1], (PRIOR_BATCH, EMBEDDING)),
                   jax.random.randint(keys[2], (PRIOR_BATCH, CAPTION), 4, VOCAB))
 
-    def prior_loss(params, batch, rng):
-        z0, _, text_embedding, caption = batch
+    def prior_loss(params, inputs, rng):
+        z0, _, text_embedding, caption = inputs
         model_fn = lambda z, t: prior.apply({"params": params}, z, t, text_embedding, caption)
         return gaussian.diffusion_loss(model_fn, schedule, z0, rng, "x0").mean()
 
-    prior_seconds, _ = training_seconds(prior, prior_args, prior_loss, args.steps)
+    prior_seconds, _, _ = training_cost(prior, prior_args, prior_loss, args.steps)
+    peak = matmul_peak_flops(dtype)
 
     apply = lambda x, t, c: decoder.apply({"params": decoder_params}, x, t, *c)
     null = (jnp.zeros_like(embeddings), jnp.zeros_like(captions))
@@ -96,15 +101,18 @@ def main():
             guided, schedule, noise, key, sampler=name, num_steps=steps, prediction="epsilon", clip_x0=True,
             spacing=spacing))
         seconds = timed(draw, jax.random.normal(keys[0], images.shape), jax.random.key(5), repeats=1)
-        sampling[f"{name}_{steps}"] = BATCH / seconds
+        sampling[f"{name}_{steps}"] = batch / seconds
 
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
     print(json.dumps({
         "device": f"{device.platform}:{device.device_kind}", "dtype": str(dtype),
-        "decoder": {"image_size": SIZE, "batch": BATCH, "base_channels": 64, "channel_mults": [1, 2, 4],
+        "decoder": {"image_size": SIZE, "batch": batch, "base_channels": 64, "channel_mults": [1, 2, 4],
                     "params": int(sum(x.size for x in jax.tree.leaves(decoder_params)))},
-        "decoder_train_images_per_sec": BATCH / decoder_seconds,
+        "decoder_train_images_per_sec": batch / decoder_seconds,
+        "decoder_train_gflop_per_step": decoder_flops / 1e9,
+        "decoder_train_mfu": decoder_flops / decoder_seconds / peak,
+        "matmul_peak_tflops_per_sec": peak / 1e12,
         "prior_train_steps_per_sec": 1 / prior_seconds,
         "prior_batch": PRIOR_BATCH,
         "decoder_sampling_images_per_sec_guided": sampling,

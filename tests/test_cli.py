@@ -165,3 +165,21 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     assert set(report) == {"validation", "test_compositional"}  # the DALL·E 1 format
     assert report["validation"]["all"]["n"] == 4 and "clip_score" in report["validation"]["all"]
     assert (out_dir / "eval_validation.png").exists()
+
+    run("eval", *common, "--config.decoder.sample.candidates=2")  # CLIP keeps the better of 2 draws
+    best_of_2 = json.loads((tmp_path / "unclip_eval" / f"{out_dir.name}_best2" / "eval.json").read_text())
+    assert best_of_2["validation"]["all"]["n"] == 4
+
+    import jax
+
+    from dalle_jax.models.pixels import to_uint8
+    from dalle_jax.pipelines.unclip import Unclip
+
+    unclip = Unclip.load(config, tmp_path)
+    prompts = ["a small red circle", "a large blue square"]
+    small = jax.random.uniform(jax.random.key(0), (2 * 3, 16, 16, 3), minval=-1, maxval=1)
+    best = np.asarray(to_uint8(unclip.best_by_clip(small, prompts, 3)))
+    candidates = np.asarray(to_uint8(small)).reshape(2, 3, 16, 16, 3)
+    embed_images, embed_text = unclip.clip.embedders()
+    for prompt, options, chosen in zip(prompts, candidates, best):  # the naive choice: highest cosine
+        np.testing.assert_array_equal(chosen, options[np.argmax(embed_images(options) @ embed_text([prompt])[0])])

@@ -3,7 +3,9 @@
 variations, interpolations and text diffs.
 
 `Unclip.load(config, workdir)` gathers the trained stages from a work dir: `clip`,
-`prior_KIND` (`config.prior.kind`), `decoder` and `upsampler`.
+`prior_KIND` (`config.prior.kind`), `decoder` and `upsampler`. With `decoder.sample.candidates
+= N > 1`, text-to-image draws N small images per prompt and CLIP keeps the one nearest the
+prompt, as DALL·E reranks its samples (Ramesh et al. 2021, section 2.5); only that one is upsampled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import ml_collections
 import numpy as np
 
 from dalle_jax.config import stage_config
-from dalle_jax.models.pixels import box_downsample, to_uint8
+from dalle_jax.eval import rerank
+from dalle_jax.models.pixels import box_downsample, to_uint8, to_unit_range
 from dalle_jax.tasks.clip import TrainedClip
 from dalle_jax.tasks.decoder import DecoderTask, UpsamplerTask, unit_range
 from dalle_jax.tasks.prior import PriorTask
@@ -79,25 +82,40 @@ class Unclip:
     def image_embeddings(self, images: np.ndarray) -> np.ndarray:
         return self.clip.embedders()[0](images)
 
+    def best_by_clip(self, small, prompts: Sequence[str], candidates: int) -> jax.Array:
+        """Of each prompt's `candidates` consecutive rows of `small` (`float [len(prompts) *
+        candidates, s, s, 3]` in [-1, 1]), the one whose CLIP image embedding is nearest the
+        prompt's text embedding: `float [len(prompts), s, s, 3]`, quantised to 8 bits as CLIP saw it."""
+        images = np.asarray(to_uint8(small)).reshape(len(prompts), candidates, *small.shape[1:])
+        best = rerank.rerank(images, list(prompts), *self.clip.embedders(), keep=1)[0][:, 0]
+        return to_unit_range(jnp.asarray(best))
+
     def decode(self, image_embeddings, texts: Sequence[str], rng, *, noise=None,
-               decoder: DecoderTask | None = None) -> np.ndarray:
-        """`uint8 [n, H, W, 3]`: decoder (from `noise`, else fresh noise), then the upsampler."""
+               decoder: DecoderTask | None = None, candidates: int = 1) -> np.ndarray:
+        """`uint8 [len(texts) // candidates, H, W, 3]`: decoder (from `noise`, else fresh noise),
+        then the upsampler. With `candidates > 1`, each run of that many rows is one prompt's
+        candidates (its text repeated): CLIP keeps one (`best_by_clip`) before the upsampler."""
         decoder = decoder or self.decoder
         decoder_key, noise_key, upsampler_key = jax.random.split(rng, 3)
         if noise is None:
             noise = jax.random.normal(noise_key, decoder.noise_shape(len(texts)))
         low_res = decoder.sample(self.params["decoder"], jnp.asarray(image_embeddings), self.captions(texts),
                                  noise, decoder_key)
+        if candidates > 1:
+            low_res = self.best_by_clip(low_res, texts[::candidates], candidates)
         return np.asarray(to_uint8(self.upsampler.sample(self.params["upsampler"], low_res, upsampler_key)))
 
     # -- what users call -----------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], rng) -> np.ndarray:
-        """`uint8 [len(prompts), H, W, 3]`: prior, decoder and upsampler, one image per prompt."""
+        """`uint8 [len(prompts), H, W, 3]`: prior, decoder and upsampler, one image per prompt; the
+        best by CLIP of `decoder.sample.candidates` prior-and-decoder draws when that is above 1."""
+        candidates = self.config.decoder.sample.get("candidates", 1)
+        repeated = [prompt for prompt in prompts for _ in range(candidates)]
         prior_key, decode_key = jax.random.split(rng)
-        embeddings = self.prior.sample(self.params["prior"], self.captions(prompts),
-                                       jnp.asarray(self.text_embeddings(prompts)), prior_key)
-        return self.decode(embeddings, prompts, decode_key)
+        embeddings = self.prior.sample(self.params["prior"], self.captions(repeated),
+                                       jnp.asarray(self.text_embeddings(repeated)), prior_key)
+        return self.decode(embeddings, repeated, decode_key, candidates=candidates)
 
     def variations(self, image: np.ndarray, num: int, rng) -> np.ndarray:
         """`num` images decoded from one image's CLIP embedding (no caption), each from its own noise."""
