@@ -16,7 +16,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 -q tests
 
 # DALL·E 1 at a small budget (about 10 minutes on 2 cores); the full run is configs/shapes_dalle.py.
 RUN := $(BIN)/python run.py

@@ -9,7 +9,9 @@ on shapes (README, unCLIP). The decoder's config is the one it trained with
 `DIR/decoder_accuracy_SAMPLER.png`.
 
   python bench/unclip_decoder_accuracy.py --workdir DIR [--prompts 400] [--guidance 2] [--grid]
-      [--samplers dpm_solver_pp:20:quadratic,ddpm:250:uniform]
+      [--samplers dpm_solver_pp:20:quadratic,dpm_solver_pp:20:quadratic:1,ddpm:250:uniform]
+
+A sampler is `SAMPLER:STEPS:SPACING[:ETA]`; η (default 0) is DDIM's, or DPM-Solver++'s noise.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def main():
     parser.add_argument("--workdir", required=True, help="holds clip/, decoder/ and the text tokenizer")
     parser.add_argument("--prompts", type=int, default=400, help="validation examples to draw the scenes from")
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--samplers", default="dpm_solver_pp:20:quadratic,ddpm:250:uniform",
-                        help="comma-separated SAMPLER:STEPS:SPACING")
+    parser.add_argument("--samplers", help="comma-separated SAMPLER:STEPS:SPACING[:ETA]",
+                        default="dpm_solver_pp:20:quadratic,dpm_solver_pp:20:quadratic:1,ddpm:250:uniform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", action="store_true")
     args = parser.parse_args()
@@ -61,9 +63,10 @@ def main():
 
     results = {}
     for spec in args.samplers.split(","):
-        name, steps, spacing = spec.split(":")
+        name, steps, spacing, *eta = spec.split(":")
+        eta = float(eta[0]) if eta else 0.0
         sample_config = ml_collections.ConfigDict(config.to_dict())
-        sample_config.decoder.sample.update(sampler=name, num_steps=int(steps), spacing=spacing,
+        sample_config.decoder.sample.update(sampler=name, num_steps=int(steps), spacing=spacing, eta=eta,
                                             guidance_scale=args.guidance)
         decoder = dataclasses.replace(task, config=sample_config)
         noise = jax.random.normal(jax.random.key(args.seed), decoder.noise_shape(len(scenes)))
@@ -73,13 +76,15 @@ def main():
         seconds = time.perf_counter() - start
         images = small.repeat(factor, axis=1).repeat(factor, axis=2)
         summary = generation.score_images(images, scenes)["all"]
-        results[f"{name}_{steps}"] = {key: summary[key] for key in ("colour", "shape", "size", "all_correct")}
-        results[f"{name}_{steps}"]["sampling_seconds"] = seconds
+        run = f"{name}_{steps}_{spacing}" + (f"_eta{eta:g}" if eta else "")
+        results[run] = {key: summary[key] for key in ("colour", "shape", "size", "all_correct")}
+        results[run]["sampling_seconds"] = seconds
         if args.grid:
-            viz.save_grid(workdir / f"decoder_accuracy_{name}_{steps}.png", images[:32],
+            viz.save_grid(workdir / f"decoder_accuracy_{run}.png", images[:32],
                           [s.describe() for s in scenes[:32]])
 
-    print(json.dumps({"workdir": str(workdir), "decoder_step": checkpoint.latest_step(workdir / "decoder" / "checkpoints"),
+    step = checkpoint.latest_step(workdir / "decoder" / "checkpoints")
+    print(json.dumps({"workdir": str(workdir), "decoder_step": step,
                       "device": jax.devices()[0].device_kind, "num_prompts": len(scenes),
                       "guidance_scale": args.guidance, "samplers": results}, indent=2))
 

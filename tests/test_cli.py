@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,14 +38,27 @@ def test_misspelt_key_and_unknown_command_are_clear_errors(tmp_path):
     assert result.returncode != 0 and "expected one command of" in result.stderr
 
 
-def test_dalle_pipeline_end_to_end(tiny_data_dir, tmp_path):
-    common = ["--config", "configs/shapes_dalle.py:tiny", f"--config.data.data_dir={tiny_data_dir}",
-              "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
-    run("train-text-tokenizer", *common)
-    run("train-image-tokenizer", *common)
+def dalle_args(data_dir, workdir):
+    return ["--config", "configs/shapes_dalle.py:tiny", f"--config.data.data_dir={data_dir}",
+            "--workdir", str(workdir), "--config.train.progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def trained_dalle(tiny_data_dir, tmp_path_factory):
+    """A tiny DALL·E run (both tokenizers and the transformer), trained once through the CLI for
+    the tests that read it (one xdist group, so one worker trains it); each test works on a copy."""
+    workdir = tmp_path_factory.mktemp("dalle")
+    for command in ("train-text-tokenizer", "train-image-tokenizer", "train"):
+        run(command, *dalle_args(tiny_data_dir, workdir))
+    return workdir
+
+
+@pytest.mark.xdist_group("trained_dalle")
+def test_dalle_pipeline_end_to_end(trained_dalle, tiny_data_dir, tmp_path):
+    shutil.copytree(trained_dalle, tmp_path, dirs_exist_ok=True)
+    common = dalle_args(tiny_data_dir, tmp_path)
     with pytest.raises(AssertionError, match="already holds checkpoints"):
         run("train-image-tokenizer", *common)
-    run("train", *common)
     out = tmp_path / "grid.png"
     run("generate", *common, "--prompt", "a small red circle", "--prompt", "a large blue square",
         "--num-samples", "2", "--out", str(out))
@@ -68,14 +82,11 @@ def test_dalle_pipeline_end_to_end(tiny_data_dir, tmp_path):
     assert np.mean([s["colour"] for s in rescored]) == pytest.approx(report["validation"]["all"]["colour"])
 
 
-def test_clip_training_reranking_and_clip_score(tiny_data_dir, tmp_path):
-    common = ["--config.data.data_dir=" + str(tiny_data_dir), "--workdir", str(tmp_path),
-              "--config.train.progress_bar=false"]
-    dalle = ["--config", "configs/shapes_dalle.py:tiny", *common]
-    clip = ["--config", "configs/shapes_clip.py:tiny", *common]
-    run("train-text-tokenizer", *dalle)
-    run("train-image-tokenizer", *dalle)
-    run("train", *dalle)
+@pytest.mark.xdist_group("trained_dalle")
+def test_clip_training_reranking_and_clip_score(trained_dalle, tiny_data_dir, tmp_path):
+    shutil.copytree(trained_dalle, tmp_path, dirs_exist_ok=True)
+    dalle = dalle_args(tiny_data_dir, tmp_path)
+    clip = ["--config", "configs/shapes_clip.py:tiny", *dalle[2:]]
     with pytest.raises(AssertionError, match="--rerank needs a CLIP"):
         run("generate", *dalle, "--prompt", "a small red circle", "--rerank", "4")
     run("train-clip", *clip)
@@ -161,7 +172,7 @@ def test_unclip_pipeline_end_to_end(tmp_path):
 
     run("eval", *common)
     (out_dir,) = (tmp_path / "unclip_eval").iterdir()
-    assert out_dir.name == "diffusion_dpm_solver_pp3_guidance2"
+    assert out_dir.name == "diffusion_dpm_solver_pp3_guidance2_eta1"
     report = json.loads((out_dir / "eval.json").read_text())
     assert set(report) == {"validation", "test_compositional"}  # the DALL·E 1 format
     assert report["validation"]["all"]["n"] == 4 and "clip_score" in report["validation"]["all"]

@@ -4,7 +4,10 @@
   the respaced chain of the chosen timesteps (Nichol & Dhariwal 2021, section 4).
 - `ddim`: Song et al. 2021, eq. 12, with η (η = 0 deterministic; η = 1 is DDPM again).
 - `dpm_solver_pp`: DPM-Solver++(2M), Lu et al. 2022, Algorithm 2 (second-order multistep
-  in the data prediction, first order on the first and the final step).
+  in the data prediction, first order on the first and the final step). η > 0 blends in
+  SDE-DPM-Solver++(2M), the same multistep solver for the reverse SDE (η = 1; the midpoint
+  form of k-diffusion's `sample_dpmpp_2m_sde` and diffusers' `sde-dpmsolver++`); its
+  first-order step is the DDPM step.
 
 Timesteps run `T-1 → 0` (`sampling_timesteps`); the final step goes from `t = 0` to the clean
 sample (ᾱ = 1), so `num_steps` is also the number of model calls.
@@ -67,23 +70,30 @@ def _ddpm_update(x, x0, abar_t, abar_s, noise):
     return mean + jnp.sqrt(variance) * noise
 
 
-def _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, first_order):
-    """DPM-Solver++(2M) step from t to s; returns (x_s, h). `h = λ_s - λ_t`, λ = log(α/σ)."""
+def _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, first_order, noise, eta):
+    """DPM-Solver++(2M) step from t to s; returns (x_s, h). `h = λ_s - λ_t`, λ = log(α/σ).
+
+    η scales the stochastic part: x_t's share decays by a further `e^{-ηh}`, and fresh noise
+    restores the variance (`η = 0`: the ODE solver; `η = 1`: SDE-DPM-Solver++(2M)).
+    """
     alpha_t, sigma_t = jnp.sqrt(abar_t), jnp.sqrt(1 - abar_t)
     alpha_s, sigma_s = jnp.sqrt(abar_s), jnp.sqrt(1 - abar_s)
     exp_neg_h = alpha_t * sigma_s / (sigma_t * alpha_s)  # 0 on the final step (σ_s = 0)
     h = -jnp.log(jnp.maximum(exp_neg_h, 1e-30))
+    decay = exp_neg_h ** eta  # e^{-ηh}
     half_inverse_r = h / (2 * jnp.where(first_order, h, previous_h))  # 1 / (2 r), r = h_previous / h
     data = jnp.where(first_order, x0, (1 + half_inverse_r) * x0 - half_inverse_r * previous_x0)
-    return sigma_s / sigma_t * x - alpha_s * (exp_neg_h - 1) * data, h
+    x_s = (sigma_s / sigma_t * decay * x + alpha_s * (1 - exp_neg_h * decay) * data
+           + sigma_s * jnp.sqrt(1 - decay ** 2) * noise)
+    return x_s, h
 
 
 def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: str, num_steps: int,
            prediction: str, eta: float = 0.0, clip_x0: bool = False, spacing: str = "uniform"):
     """x₀ drawn from `x_T = noise` in `num_steps` model calls (one `lax.scan`).
 
-    `rng` feeds the fresh noise of `ddpm` and of `ddim` with η > 0; `dpm_solver_pp` and
-    `ddim` with η = 0 are deterministic given `noise`.
+    `rng` feeds the fresh noise of `ddpm`, and of `ddim` and `dpm_solver_pp` with η > 0;
+    with η = 0 those two are deterministic given `noise`.
     """
     check_prediction(prediction)
     if sampler not in SAMPLERS:
@@ -97,14 +107,16 @@ def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: s
         x, previous_x0, previous_h = carry
         t, abar_t, abar_s, final, index, key = inputs
         x0, epsilon = denoise(model_fn, prediction, x, t, abar_t, clip_x0=clip_x0)
-        fresh = jax.random.normal(key, x.shape, x.dtype)
+        stochastic = sampler == "ddpm" or eta != 0  # else no noise to draw (η is static)
+        fresh = jax.random.normal(key, x.shape, x.dtype) if stochastic else jnp.zeros_like(x)
         h = previous_h
         if sampler == "ddpm":
             x = _ddpm_update(x, x0, abar_t, abar_s, fresh)
         elif sampler == "ddim":
             x = _ddim_update(x, x0, epsilon, abar_t, abar_s, fresh, eta)
         else:
-            x, h = _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, (index == 0) | final)
+            x, h = _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, (index == 0) | final,
+                                         fresh, eta)
         return (x, x0, h), None
 
     x = noise.astype(jnp.float32)

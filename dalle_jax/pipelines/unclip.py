@@ -123,13 +123,15 @@ class Unclip:
         return self.decode(np.repeat(embedding, num, axis=0), [""] * num, rng)
 
     def interpolate(self, image_a: np.ndarray, image_b: np.ndarray, num: int, rng) -> np.ndarray:
-        """`num` images along the slerp between two images' CLIP embeddings, all from one decoder noise."""
+        """`num` images along the slerp between two images' CLIP embeddings, all from one decoder
+        noise through the deterministic sampler (η = 0), so that only the embedding changes."""
         a, b = self.image_embeddings(np.stack([image_a, image_b]))
         fractions = jnp.linspace(0.0, 1.0, num)[:, None]
         noise_key, decode_key = jax.random.split(rng)
         noise = jnp.broadcast_to(jax.random.normal(noise_key, self.decoder.noise_shape(1)),
                                  self.decoder.noise_shape(num))
-        return self.decode(slerp(a[None], b[None], fractions), [""] * num, decode_key, noise=noise)
+        return self.decode(slerp(a[None], b[None], fractions), [""] * num, decode_key, noise=noise,
+                           decoder=self._decoder_with(eta=0.0))
 
     def text_diff(self, image: np.ndarray, from_text: str, to_text: str, num: int, rng,
                   max_fraction: float = 0.5) -> np.ndarray:
@@ -143,7 +145,11 @@ class Unclip:
         small = box_downsample(unit_range(image)[None], self.decoder.section.image_size)
         latent = self.decoder.invert(self.params["decoder"], jnp.asarray(small), jnp.asarray(embedding),
                                      self.captions([""]))
-        ddim_config = ml_collections.ConfigDict(self.config.to_dict())
-        ddim_config.decoder.sample.update(sampler="ddim", eta=0.0)  # the inverse of `invert`
         return self.decode(embeddings, [""] * num, rng, noise=jnp.broadcast_to(latent, self.decoder.noise_shape(num)),
-                           decoder=dataclasses.replace(self.decoder, config=ddim_config))
+                           decoder=self._decoder_with(sampler="ddim", eta=0.0))  # the inverse of `invert`
+
+    def _decoder_with(self, **sample) -> DecoderTask:
+        """The decoder with these `decoder.sample` settings in place of the config's."""
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        config.decoder.sample.update(**sample)
+        return dataclasses.replace(self.decoder, config=config)

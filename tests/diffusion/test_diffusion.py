@@ -106,16 +106,17 @@ def test_sampling_timesteps():
         samplers.sampling_timesteps(10, 11)
 
 
-@pytest.mark.parametrize("sampler, num_steps, spacing, prediction", [
-    ("ddpm", 1000, "uniform", "epsilon"), ("ddpm", 100, "quadratic", "v"), ("ddim", 250, "uniform", "v"),
-    ("ddim", 50, "quadratic", "epsilon"), ("dpm_solver_pp", 20, "quadratic", "x0"),
-    ("dpm_solver_pp", 20, "quadratic", "epsilon")])
-def test_sampler_recovers_a_gaussian(sampler, num_steps, spacing, prediction):
+@pytest.mark.parametrize("sampler, num_steps, spacing, prediction, eta", [
+    ("ddpm", 1000, "uniform", "epsilon", 0.0), ("ddpm", 100, "quadratic", "v", 0.0),
+    ("ddim", 250, "uniform", "v", 0.0), ("ddim", 50, "quadratic", "epsilon", 0.0),
+    ("dpm_solver_pp", 20, "quadratic", "x0", 0.0), ("dpm_solver_pp", 20, "quadratic", "epsilon", 0.0),
+    ("dpm_solver_pp", 50, "quadratic", "v", 1.0)])
+def test_sampler_recovers_a_gaussian(sampler, num_steps, spacing, prediction, eta):
     schedule = schedules.make_schedule("cosine", 1000)
     noise = jax.random.normal(jax.random.key(4), (8192, 4))
     run = jax.jit(lambda noise, key: samplers.sample(exact_denoiser(schedule, prediction), schedule, noise, key,
                                                      sampler=sampler, num_steps=num_steps, prediction=prediction,
-                                                     spacing=spacing))
+                                                     spacing=spacing, eta=eta))
     x = run(noise, jax.random.key(5))
     chex.assert_shape(x, (8192, 4))
     np.testing.assert_allclose(x.mean(0), MEAN, atol=0.03)
@@ -130,6 +131,19 @@ def test_ddpm_is_ddim_with_eta_one():
                                                 num_steps=30, prediction="epsilon", eta=eta)
     np.testing.assert_allclose(draw("ddpm", 0.0), draw("ddim", 1.0), atol=1e-4)
     assert not np.allclose(draw("ddim", 0.0), draw("ddim", 1.0), atol=1e-2)
+
+
+def test_stochastic_dpm_solver_pp_takes_ddpm_steps_at_first_order():
+    """With η = 1 a first-order DPM-Solver++ step is the DDPM step; with 2 steps (the first and
+    the final, both first order) the two samplers agree for any model, here a wrong one."""
+    schedule = schedules.make_schedule("cosine", 1000)
+    noise = jax.random.normal(jax.random.key(10), (16, 4))
+    model = lambda x, t: jnp.sin(x) + 1e-3 * t[:, None]
+    draw = lambda sampler, num_steps, eta: samplers.sample(model, schedule, noise, jax.random.key(11), sampler=sampler,
+                                                           num_steps=num_steps, prediction="v", eta=eta)
+    np.testing.assert_allclose(draw("dpm_solver_pp", 2, 1.0), draw("ddpm", 2, 0.0), atol=1e-5)
+    assert not np.allclose(draw("dpm_solver_pp", 2, 0.0), draw("ddpm", 2, 0.0), atol=1e-2)
+    assert not np.allclose(draw("dpm_solver_pp", 10, 1.0), draw("ddpm", 10, 0.0), atol=1e-3)  # second order
 
 
 def test_ddim_inversion_reconstructs():
