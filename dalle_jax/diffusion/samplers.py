@@ -102,12 +102,12 @@ def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: s
     abar = schedule.alphas_cumprod[timesteps]
     abar_next = jnp.concatenate([abar[1:], jnp.ones((1,), abar.dtype)])  # the final step reaches ᾱ = 1
     is_final = jnp.arange(num_steps) == num_steps - 1
+    stochastic = sampler == "ddpm" or eta != 0  # else there is no noise to draw (η is static)
 
     def step(carry, inputs):
         x, previous_x0, previous_h = carry
         t, abar_t, abar_s, final, index, key = inputs
         x0, epsilon = denoise(model_fn, prediction, x, t, abar_t, clip_x0=clip_x0)
-        stochastic = sampler == "ddpm" or eta != 0  # else no noise to draw (η is static)
         fresh = jax.random.normal(key, x.shape, x.dtype) if stochastic else jnp.zeros_like(x)
         h = previous_h
         if sampler == "ddpm":
