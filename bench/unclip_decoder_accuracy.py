@@ -17,7 +17,6 @@ A sampler is `SAMPLER:STEPS:SPACING[:ETA]`; η (default 0) is DDIM's, or DPM-Sol
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import time
@@ -65,10 +64,8 @@ def main():
     for spec in args.samplers.split(","):
         name, steps, spacing, *eta = spec.split(":")
         eta = float(eta[0]) if eta else 0.0
-        sample_config = ml_collections.ConfigDict(config.to_dict())
-        sample_config.decoder.sample.update(sampler=name, num_steps=int(steps), spacing=spacing, eta=eta,
-                                            guidance_scale=args.guidance)
-        decoder = dataclasses.replace(task, config=sample_config)
+        decoder = task.with_sample(sampler=name, num_steps=int(steps), spacing=spacing, eta=eta,
+                                   guidance_scale=args.guidance)
         noise = jax.random.normal(jax.random.key(args.seed), decoder.noise_shape(len(scenes)))
         sample = decoder.sample.lower(params, embeddings, captions, noise, jax.random.key(args.seed + 1)).compile()
         start = time.perf_counter()

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from dalle_jax.config import stage_config
@@ -131,7 +130,7 @@ class Unclip:
         noise = jnp.broadcast_to(jax.random.normal(noise_key, self.decoder.noise_shape(1)),
                                  self.decoder.noise_shape(num))
         return self.decode(slerp(a[None], b[None], fractions), [""] * num, decode_key, noise=noise,
-                           decoder=self._decoder_with(eta=0.0))
+                           decoder=self.decoder.with_sample(eta=0.0))
 
     def text_diff(self, image: np.ndarray, from_text: str, to_text: str, num: int, rng,
                   max_fraction: float = 0.5) -> np.ndarray:
@@ -146,10 +145,4 @@ class Unclip:
         latent = self.decoder.invert(self.params["decoder"], jnp.asarray(small), jnp.asarray(embedding),
                                      self.captions([""]))
         return self.decode(embeddings, [""] * num, rng, noise=jnp.broadcast_to(latent, self.decoder.noise_shape(num)),
-                           decoder=self._decoder_with(sampler="ddim", eta=0.0))  # the inverse of `invert`
-
-    def _decoder_with(self, **sample) -> DecoderTask:
-        """The decoder with these `decoder.sample` settings in place of the config's."""
-        config = ml_collections.ConfigDict(self.config.to_dict())
-        config.decoder.sample.update(**sample)
-        return dataclasses.replace(self.decoder, config=config)
+                           decoder=self.decoder.with_sample(sampler="ddim", eta=0.0))  # the inverse of `invert`

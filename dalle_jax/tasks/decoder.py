@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from dalle_jax.data import pipeline
@@ -82,6 +83,13 @@ class DecoderTask:
     @property
     def empty_caption(self) -> np.ndarray:
         return self.text_tokenizer.encode("", self.config.text.max_length)
+
+    def with_sample(self, **settings) -> "DecoderTask":
+        """This decoder with these `decoder.sample` settings (sampler, num_steps, eta, ...) in
+        place of the config's; the parameters it samples with are the caller's, as always."""
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        config.decoder.sample.update(**settings)
+        return dataclasses.replace(self, config=config)
 
     def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         image = box_downsample(unit_range(example["image"])[None], self.section.image_size)[0]
