@@ -23,7 +23,6 @@ from dalle_jax.nn.attention import dense_init
 from dalle_jax.nn.conv import conv
 
 _ZERO = nn.with_logical_partitioning(nn.initializers.zeros, ("channels",))
-_CONV_AXES = ("height", "width", None, "channels")
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
@@ -60,8 +59,7 @@ def group_norm(channels: int, dtype, name=None) -> nn.GroupNorm:
 
 
 def zero_conv(features: int, dtype, name=None) -> nn.Conv:
-    return nn.Conv(features, (3, 3), padding="SAME", dtype=dtype, name=name, bias_init=_ZERO,
-                   kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, _CONV_AXES))
+    return conv(features, dtype=dtype, name=name, kernel_init=nn.initializers.zeros)
 
 
 class ResBlock(nn.Module):
