@@ -178,6 +178,7 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     assert report["validation"]["all"]["n"] == 4 and "clip_score" in report["validation"]["all"]
     assert (out_dir / "eval_validation.png").exists()
 
+    import chex
     import jax
 
     from dalle_jax.models.pixels import to_uint8
@@ -191,3 +192,8 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     embed_images, embed_text = unclip.clip.embedders()
     for prompt, options, chosen in zip(prompts, candidates, best):  # the naive choice: highest cosine
         np.testing.assert_array_equal(chosen, options[np.argmax(embed_images(options) @ embed_text([prompt])[0])])
+
+    frames = unclip.interpolate(validation[0]["image"], validation[0]["image"], 3, jax.random.key(1))
+    chex.assert_shape(frames, (3, 32, 32, 3))
+    for frame in frames[1:]:  # one embedding throughout: shared noise in both stages gives one image
+        np.testing.assert_array_equal(frame, frames[0])

@@ -89,20 +89,29 @@ class Unclip:
         best = rerank.rerank(images, list(prompts), *self.clip.embedders(), keep=1)[0][:, 0]
         return to_unit_range(jnp.asarray(best))
 
-    def decode(self, image_embeddings, texts: Sequence[str], rng, *, noise=None,
+    def decode(self, image_embeddings, texts: Sequence[str], rng, *, noise=None, share_noise: bool = False,
                decoder: DecoderTask | None = None, candidates: int = 1) -> np.ndarray:
         """`uint8 [len(texts) // candidates, H, W, 3]`: decoder (from `noise`, else fresh noise),
-        then the upsampler. With `candidates > 1`, each run of that many rows is one prompt's
-        candidates (its text repeated): CLIP keeps one (`best_by_clip`) before the upsampler."""
+        then the upsampler. With `share_noise`, every row starts each stage from the same fresh
+        noise, so that with deterministic samplers rows with one embedding come out alike. With
+        `candidates > 1`, each run of that many rows is one prompt's candidates (its text
+        repeated): CLIP keeps one (`best_by_clip`) before the upsampler."""
         decoder = decoder or self.decoder
-        decoder_key, noise_key, upsampler_key = jax.random.split(rng, 3)
+        decoder_key, decoder_noise_key, upsampler_key, upsampler_noise_key = jax.random.split(rng, 4)
+
+        def fresh(key, shape):  # one draw for all rows, or one per row
+            return jnp.broadcast_to(jax.random.normal(key, (1, *shape[1:]) if share_noise else shape), shape)
+
         if noise is None:
-            noise = jax.random.normal(noise_key, decoder.noise_shape(len(texts)))
+            noise = fresh(decoder_noise_key, decoder.noise_shape(len(texts)))
         low_res = decoder.sample(self.params["decoder"], jnp.asarray(image_embeddings), self.captions(texts),
                                  noise, decoder_key)
         if candidates > 1:
             low_res = self.best_by_clip(low_res, texts[::candidates], candidates)
-        return np.asarray(to_uint8(self.upsampler.sample(self.params["upsampler"], low_res, upsampler_key)))
+        high_res = self.upsampler.sample(self.params["upsampler"], low_res,
+                                         fresh(upsampler_noise_key, self.upsampler.noise_shape(low_res.shape)),
+                                         upsampler_key)
+        return np.asarray(to_uint8(high_res))
 
     # -- what users call -----------------------------------------------------------------
 
@@ -122,14 +131,11 @@ class Unclip:
         return self.decode(np.repeat(embedding, num, axis=0), [""] * num, rng)
 
     def interpolate(self, image_a: np.ndarray, image_b: np.ndarray, num: int, rng) -> np.ndarray:
-        """`num` images along the slerp between two images' CLIP embeddings, all from one decoder
-        noise through the deterministic sampler (η = 0), so that only the embedding changes."""
+        """`num` images along the slerp between two images' CLIP embeddings, every stage from one
+        shared noise through the deterministic sampler (η = 0), so that only the embedding changes."""
         a, b = self.image_embeddings(np.stack([image_a, image_b]))
         fractions = jnp.linspace(0.0, 1.0, num)[:, None]
-        noise_key, decode_key = jax.random.split(rng)
-        noise = jnp.broadcast_to(jax.random.normal(noise_key, self.decoder.noise_shape(1)),
-                                 self.decoder.noise_shape(num))
-        return self.decode(slerp(a[None], b[None], fractions), [""] * num, decode_key, noise=noise,
+        return self.decode(slerp(a[None], b[None], fractions), [""] * num, rng, share_noise=True,
                            decoder=self.decoder.with_sample(eta=0.0))
 
     def text_diff(self, image: np.ndarray, from_text: str, to_text: str, num: int, rng,
@@ -145,4 +151,5 @@ class Unclip:
         latent = self.decoder.invert(self.params["decoder"], jnp.asarray(small), jnp.asarray(embedding),
                                      self.captions([""]))
         return self.decode(embeddings, [""] * num, rng, noise=jnp.broadcast_to(latent, self.decoder.noise_shape(num)),
+                           share_noise=True,  # the upsampler's noise
                            decoder=self.decoder.with_sample(sampler="ddim", eta=0.0))  # the inverse of `invert`

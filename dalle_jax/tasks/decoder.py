@@ -198,13 +198,15 @@ class UpsamplerTask:
 
     @functools.cached_property
     def sample(self):
-        """Jitted `(params, low_res float [n, h, h, 3], rng)` to `float32 [n, H, H, 3]` in [-1, 1]."""
+        """Jitted `(params, low_res float [n, h, h, 3], noise [n, H, H, 3], rng)` to `float32
+        [n, H, H, 3]` in [-1, 1] (`noise_shape(low_res.shape)` gives `noise`'s shape)."""
 
-        def sample(params, low_res, rng):
-            noise_key, sample_key = jax.random.split(rng)
-            size = low_res.shape[1] * self.factor
-            noise = jax.random.normal(noise_key, (low_res.shape[0], size, size, 3))
+        def sample(params, low_res, noise, rng):
             model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res)
-            return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, sample_key, clip_x0=True), -1, 1)
+            return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True), -1, 1)
 
         return jax.jit(sample)
+
+    def noise_shape(self, low_res_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, height, width, channels = low_res_shape
+        return (n, height * self.factor, width * self.factor, channels)
