@@ -25,7 +25,9 @@ def kernel_grad_by_taps(x, dy, kernel_size: tuple[int, int], strides: tuple[int,
     input pixels that tap reads against `dy`. `padding` is `((top, bottom), (left, right))`."""
     x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     (stride_h, stride_w), (height, width) = strides, dy.shape[1:3]
-    window = lambda i, j: x[:, i: i + stride_h * (height - 1) + 1: stride_h, j: j + stride_w * (width - 1) + 1: stride_w]
+    rows = lambda i: slice(i, i + stride_h * (height - 1) + 1, stride_h)  # the input rows tap row i reads
+    columns = lambda j: slice(j, j + stride_w * (width - 1) + 1, stride_w)
+    window = lambda i, j: x[:, rows(i), columns(j)]
     return jnp.stack([jnp.stack([jnp.einsum("bhwc,bhwd->cd", window(i, j), dy) for j in range(kernel_size[1])])
                       for i in range(kernel_size[0])])
 

@@ -10,10 +10,11 @@ from jax import lax
 
 from dalle_jax.nn.conv import conv, kernel_grad_by_taps
 
+NHWC = ("NHWC", "HWIO", "NHWC")
+
 
 def _xla_grads(x, kernel, strides, padding, dy):
-    plain = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding,
-                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    plain = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC)
     return jax.vjp(plain, x, kernel)[1](dy)
 
 
@@ -27,7 +28,7 @@ def test_kernel_grad_by_taps_equals_xla(kernel_size, strides, padding, channels)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 9, 8, channels[0]), np.float32)
     kernel = rng.standard_normal((*kernel_size, *channels), np.float32)
-    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC)
     dy = rng.standard_normal(y.shape, np.float32)
     by_taps = kernel_grad_by_taps(jnp.asarray(x), jnp.asarray(dy), kernel_size, strides, padding)
     chex.assert_shape(by_taps, kernel.shape)
@@ -44,7 +45,7 @@ def test_conv_output_and_gradients_are_xlas(features, kernel, stride):
     out = layer.apply({"params": params}, x)
     padding = lax.padtype_to_pads((8, 8), (kernel, kernel), (stride, stride), "SAME")
     expected = lax.conv_general_dilated(x, params["kernel"], (stride, stride), padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+                                        dimension_numbers=NHWC) + params["bias"]
     chex.assert_shape(out, (2, 8 // stride, 8 // stride, features))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
