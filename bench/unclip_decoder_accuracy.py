@@ -22,7 +22,6 @@ import pathlib
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
 from dalle_jax import viz
@@ -46,10 +45,7 @@ def main():
     args = parser.parse_args()
 
     workdir = pathlib.Path(args.workdir)
-    config_file = workdir / "decoder" / "config.json"
-    if not config_file.exists():
-        raise SystemExit(f"no trained decoder in {workdir / 'decoder'} ({config_file} is missing)")
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    config = trainer.run_config(workdir / "decoder", " (python run.py train-decoder)")
     task = DecoderTask.from_config(config, workdir)
     params = trainer.load_variables(config, workdir / "decoder", task)["params"]
 

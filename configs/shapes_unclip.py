@@ -22,9 +22,12 @@ from dalle_jax.config import config_from_file
 HERE = pathlib.Path(__file__).parent
 
 
-def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, eta=0.0):
+def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, eta=0.0, logit_normal_std=0.0):
     # min_snr_gamma > 0: the loss weighted by min(SNR, γ) in x₀ terms (gaussian.min_snr_weight); 0: unweighted.
+    # logit_normal_std > 0: training timesteps drawn logit-normal, the middle of the schedule more often
+    # (gaussian.sample_timesteps); 0: uniform.
     return dict(schedule="cosine", num_timesteps=1000, prediction=prediction, min_snr_gamma=0.0,
+                logit_normal_std=logit_normal_std,
                 sample=dict(sampler=sampler, num_steps=num_steps, spacing=spacing, eta=eta,
                             guidance_scale=guidance_scale, temperature=1.0))
 
@@ -55,7 +58,8 @@ def get_config(variant: str = "default"):
                    dtype="float32"),
         caption_dropout=0.5, image_embedding_dropout=0.1,
         # η = 1: SDE-DPM-Solver++(2M), as accurate in 20 steps as DDPM in 250 (README, "Samplers for the decoder").
-        **_diffusion("v", "dpm_solver_pp", 20, "quadratic", guidance_scale=2.0, eta=1.0),
+        # Logit-normal timesteps: 61.6% single-object against 47.4 and 49.3 uniform (README, "Timesteps").
+        **_diffusion("v", "dpm_solver_pp", 20, "quadratic", guidance_scale=2.0, eta=1.0, logit_normal_std=1.0),
         train=dict(steps=1_500, batch_size=32, log_every=100, save_every=500, eval_every=0),
         # 3e-3 learns in 1,500 steps what 1e-3 does not (README, "Decoder recipes, compared on one GPU").
         optim=dict(learning_rate=3e-3, warmup_steps=200, weight_decay=0.0, ema_decay=0.999),

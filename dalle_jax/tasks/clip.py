@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tqdm
 
@@ -103,11 +101,7 @@ class TrainedClip:
     @classmethod
     def load(cls, workdir: str | pathlib.Path) -> "TrainedClip":
         workdir = pathlib.Path(workdir)
-        config_file = workdir / "clip" / "config.json"
-        if not config_file.exists():
-            raise FileNotFoundError(f"no CLIP in {workdir / 'clip'}; run `python run.py train-clip "
-                                    f"--workdir {workdir}` first")
-        config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        config = trainer.run_config(workdir / "clip", f"; run `python run.py train-clip --workdir {workdir}` first")
         task = ClipTask.from_config(config, workdir)
         step = checkpoint.latest_step(workdir / "clip" / "checkpoints")
         return cls(task, trainer.load_variables(config, workdir / "clip", task)["params"], step, workdir)

@@ -112,7 +112,7 @@ class DecoderTask:
         model_fn = lambda x, t: self.model.apply({"params": params}, x, t, batch["image_embedding"], batch["caption"],
                                                  deterministic=False, rngs={"dropout": dropout_key})
         loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction,
-                                       self.section.min_snr_gamma)
+                                       self.section.min_snr_gamma, self.section.logit_normal_std)
         return loss.mean(), {}, model_state
 
     def _guided(self, params, image_embeddings, captions):
@@ -193,7 +193,7 @@ class UpsamplerTask:
         model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res, deterministic=False,
                                                  rngs={"dropout": dropout_key})
         loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction,
-                                       self.section.min_snr_gamma)
+                                       self.section.min_snr_gamma, self.section.logit_normal_std)
         return loss.mean(), {}, model_state
 
     @functools.cached_property

@@ -118,7 +118,8 @@ class PriorTask:
             model_fn = lambda z, t: self.model.apply({"params": params}, z, t, batch["text_embedding"],
                                                      batch["caption"])
             loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image_embedding"], rng,
-                                           self.config.prior.prediction, self.config.prior.min_snr_gamma)
+                                           self.config.prior.prediction, self.config.prior.min_snr_gamma,
+                                           self.config.prior.logit_normal_std)
             return loss.mean(), {}, model_state
         tokens = jnp.concatenate([batch["caption"], batch["codes"]], axis=1)
         hidden = self.model.apply({"params": params}, tokens[:, :-1], condition=batch["text_embedding"])

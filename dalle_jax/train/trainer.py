@@ -134,6 +134,15 @@ def _example(task: Task, source) -> dict:
     return task.preprocess(source[0], np.random.default_rng(0))
 
 
+def run_config(run_dir: str | pathlib.Path, hint: str = "") -> ml_collections.ConfigDict:
+    """The config a run trained with (`run_dir/config.json`). Raises `FileNotFoundError` naming
+    that file if the run has none, followed by `hint` (how to train it)."""
+    config_file = pathlib.Path(run_dir) / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"no trained run in {run_dir} ({config_file} is missing){hint}")
+    return ml_collections.ConfigDict(json.loads(config_file.read_text()))
+
+
 def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax.sharding.Mesh | None = None) -> dict:
     """The variables (`{"params": ..., **model_state}`) of a run's latest checkpoint, sharded;
     `params` is the parameters' EMA when the run kept one (`optim.ema_decay > 0`)."""

@@ -94,6 +94,18 @@ def test_min_snr_weighting_is_the_same_loss_in_every_parameterisation():
     np.testing.assert_allclose(loss("epsilon", 1e12), loss("epsilon", 0.0), rtol=1e-5)
 
 
+def test_logit_normal_timesteps_follow_their_distribution():
+    uniform = np.asarray(gaussian.sample_timesteps(jax.random.key(0), 100_000, 1000))
+    chex.assert_type(uniform, jnp.int32)
+    assert uniform.min() == 0 and uniform.max() == 999
+    np.testing.assert_allclose(np.mean(uniform < 250), 0.25, atol=0.01)
+    t = np.asarray(gaussian.sample_timesteps(jax.random.key(0), 100_000, 1000, logit_normal_std=1.0))
+    assert t.min() >= 0 and t.max() <= 999
+    # P(T/4 <= t < 3T/4) = P(|n| < logit(3/4)) for n ~ N(0, 1): 2 Φ(log 3) - 1 = 0.7281.
+    np.testing.assert_allclose(np.mean((t >= 250) & (t < 750)), 0.7281, atol=0.01)
+    np.testing.assert_allclose(np.median(t), 500, atol=10)
+
+
 def test_sampling_timesteps():
     steps = samplers.sampling_timesteps(1000, 20)
     assert steps[0] == 999 and steps[-1] == 0 and len(np.unique(steps)) == 20 and np.all(np.diff(steps) < 0)

@@ -36,6 +36,10 @@ def test_state_shapes_and_learning(tiny_config, tmp_path):
     initial_loss = np.log(3) + 8 * np.log(2) / 8  # zero-initialised head: uniform predictions
     assert rows[-1]["step"] == 40 and rows[-1]["loss"] < initial_loss - 0.3
     assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
+    saved = trainer.run_config(tmp_path)
+    assert saved.train.steps == 40 and saved.optim.learning_rate == 3e-3
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nowhere" / "config.json"))):
+        trainer.run_config(tmp_path / "nowhere")
 
 
 def test_params_ema_is_the_warmed_up_average_of_the_trajectory():
