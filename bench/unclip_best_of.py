@@ -28,7 +28,7 @@ import numpy as np
 import tqdm
 
 from dalle_jax import viz
-from dalle_jax.data import pipeline, shapes
+from dalle_jax.data import pipeline
 from dalle_jax.eval import generation, oracle
 from dalle_jax.models.pixels import to_uint8, to_unit_range
 from dalle_jax.pipelines.unclip import Unclip
@@ -49,8 +49,8 @@ def main():
     unclip = Unclip.load(config, workdir)
 
     source = pipeline.load_sources(config.data)["validation"]
-    scenes = [shapes.Scene.from_features(source[i], config.data.image_size)
-              for i in range(min(args.prompts, len(source))) if int(source[i]["num_objects"]) == 1]
+    scenes = [scene for scene in generation.prompt_scenes(source, args.prompts, config.data.image_size)
+              if len(scene.objects) == 1]
     prompts = [scene.describe() for scene in scenes]
     captions, text_embeddings = unclip.captions(prompts), unclip.text_embeddings(prompts)
     factor = config.data.image_size // config.decoder.image_size
