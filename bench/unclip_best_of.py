@@ -9,11 +9,13 @@ draw of the first k nearest the prompt (`Unclip.best_by_clip`, as `decoder.sampl
 `any_of_k` is the share of scenes with at least one all-correct draw among the first k, the
 small images scored with each pixel repeated: what a perfect reranker could reach.
 
-  python bench/unclip_best_of.py --workdir DIR [--prompts 500] [--candidates 16] [--grid]
+  python bench/unclip_best_of.py --workdir DIR [--prompts 500] [--candidates 16] [--grid] [--save]
 
 `DIR` holds a trained unCLIP (README, DALL·E 2); the config is the decoder's
 (`DIR/decoder/config.json`). `--grid` writes the plain and best-of-`--candidates` images of the
-first 32 scenes to `DIR/best_of_K.png`.
+first 32 scenes to `DIR/best_of_K.png`; `--save` keeps every draw in `DIR/best_of_draws.npz`
+(`small` uint8 `[scenes, draws, s, s, 3]`, their prior `embeddings`, the oracle's `correct`
+`[draws, scenes]` and the `prompts`), to compare ways of choosing among them offline.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main():
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", action="store_true")
+    parser.add_argument("--save", action="store_true", help="keep every draw in DIR/best_of_draws.npz")
     args = parser.parse_args()
 
     workdir = pathlib.Path(args.workdir)
@@ -56,7 +59,7 @@ def main():
     factor = config.data.image_size // config.decoder.image_size
 
     start = time.perf_counter()
-    draws, correct = [], []  # per draw: small images in [-1, 1]; oracle all-correct of each, pixels repeated
+    draws, embedded, correct = [], [], []  # per draw: small images in [-1, 1], prior embeddings, oracle all-correct
     for draw in tqdm.trange(args.candidates, desc="prior and decoder draws", unit="draw"):
         prior_key, noise_key, decoder_key = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), draw), 3)
         embeddings = unclip.prior.sample(unclip.params["prior"], captions, text_embeddings, prior_key)
@@ -64,9 +67,13 @@ def main():
         small = unclip.decoder.sample(unclip.params["decoder"], embeddings, captions, noise, decoder_key)
         enlarged = np.asarray(to_uint8(small)).repeat(factor, axis=1).repeat(factor, axis=2)
         draws.append(np.asarray(small))
+        embedded.append(np.asarray(embeddings))
         correct.append([oracle.score(image, scene)["all_correct"] for image, scene in zip(enlarged, scenes)])
     draws, correct = np.stack(draws, axis=1), np.asarray(correct)  # [scenes, draws, s, s, 3], [draws, scenes]
     draw_seconds = time.perf_counter() - start
+    if args.save:
+        np.savez_compressed(workdir / "best_of_draws.npz", small=np.asarray(to_uint8(draws)), correct=correct,
+                            embeddings=np.stack(embedded, axis=1), prompts=np.asarray(prompts))
 
     upsampler_noise = jax.random.normal(jax.random.key(args.seed + 1), unclip.upsampler.noise_shape(draws[:, 0].shape))
     results, picks = {}, {}

@@ -22,12 +22,13 @@ from dalle_jax.config import config_from_file
 HERE = pathlib.Path(__file__).parent
 
 
-def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, eta=0.0, logit_normal_std=0.0):
+def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, eta=0.0, logit_normal_std=0.0,
+               logit_normal_mean=0.0):
     # min_snr_gamma > 0: the loss weighted by min(SNR, γ) in x₀ terms (gaussian.min_snr_weight); 0: unweighted.
     # logit_normal_std > 0: training timesteps drawn logit-normal, the middle of the schedule more often
-    # (gaussian.sample_timesteps); 0: uniform.
+    # (gaussian.sample_timesteps); 0: uniform. logit_normal_mean > 0 moves their mode towards the noise.
     return dict(schedule="cosine", num_timesteps=1000, prediction=prediction, min_snr_gamma=0.0,
-                logit_normal_std=logit_normal_std,
+                logit_normal_std=logit_normal_std, logit_normal_mean=logit_normal_mean,
                 sample=dict(sampler=sampler, num_steps=num_steps, spacing=spacing, eta=eta,
                             guidance_scale=guidance_scale, temperature=1.0))
 

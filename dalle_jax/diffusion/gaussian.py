@@ -66,25 +66,27 @@ def min_snr_weight(prediction: str, alpha, sigma, gamma: float):
     return {"x0": clipped, "epsilon": clipped / snr, "v": clipped / (snr + 1)}[prediction]
 
 
-def sample_timesteps(rng, batch: int, num_timesteps: int, logit_normal_std: float = 0.0):
+def sample_timesteps(rng, batch: int, num_timesteps: int, logit_normal_std: float = 0.0,
+                     logit_normal_mean: float = 0.0):
     """`int32 [batch]` training timesteps in `[0, num_timesteps)`: uniform, or with
-    `logit_normal_std > 0` logit-normal, `t / T = sigmoid(n)` with `n ~ N(0, std²)` (Esser et
-    al. 2024, section 3.1), which draws the middle of the schedule more often than its ends
-    (at std 1, 73% of draws lie in the middle half)."""
+    `logit_normal_std > 0` logit-normal, `t / T = sigmoid(n)` with `n ~ N(mean, std²)` (Esser
+    et al. 2024, section 3.1), which draws the middle of the schedule more often than its ends
+    (at mean 0 and std 1, 73% of draws lie in the middle half); a mean above 0 moves the mode
+    towards the noise (median `T · sigmoid(mean)`)."""
     if not logit_normal_std:
         return jax.random.randint(rng, (batch,), 0, num_timesteps)
-    fraction = jax.nn.sigmoid(logit_normal_std * jax.random.normal(rng, (batch,)))
+    fraction = jax.nn.sigmoid(logit_normal_mean + logit_normal_std * jax.random.normal(rng, (batch,)))
     return jnp.minimum((fraction * num_timesteps).astype(jnp.int32), num_timesteps - 1)
 
 
 def diffusion_loss(model_fn: ModelFn, schedule: NoiseSchedule, x0, rng, prediction: str, min_snr_gamma: float = 0.0,
-                   logit_normal_std: float = 0.0):
+                   logit_normal_std: float = 0.0, logit_normal_mean: float = 0.0):
     """Per-example mean squared error `[batch]` of the model at a uniformly drawn timestep
     (the "simple" loss of Ho et al. 2020, for any parameterisation); with `min_snr_gamma > 0`,
     weighted by `min_snr_weight`; with `logit_normal_std > 0`, at a logit-normal timestep
-    (`sample_timesteps`)."""
+    (`sample_timesteps`) of that std and `logit_normal_mean`."""
     t_key, noise_key = jax.random.split(rng)
-    t = sample_timesteps(t_key, x0.shape[0], schedule.num_timesteps, logit_normal_std)
+    t = sample_timesteps(t_key, x0.shape[0], schedule.num_timesteps, logit_normal_std, logit_normal_mean)
     noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
     alpha, sigma = schedule.alpha_sigma(t)
     a, s = _per_example(alpha, x0), _per_example(sigma, x0)

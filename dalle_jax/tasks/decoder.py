@@ -46,6 +46,13 @@ def schedule_of(section) -> schedules.NoiseSchedule:
     return schedules.make_schedule(section.schedule, section.num_timesteps)
 
 
+def loss_with(section, model_fn, schedule, x0, rng):
+    """Per-example `gaussian.diffusion_loss` with the prediction, loss weighting and training
+    timesteps of `section` (`logit_normal_mean` is absent from runs saved before it existed)."""
+    return gaussian.diffusion_loss(model_fn, schedule, x0, rng, section.prediction, section.min_snr_gamma,
+                                   section.logit_normal_std, section.get("logit_normal_mean", 0.0))
+
+
 def sample_with(section, model_fn, schedule, noise, rng, *, clip_x0: bool):
     """`samplers.sample` with the sampler, steps, spacing and η of `section.sample`."""
     s = section.sample
@@ -111,8 +118,7 @@ class DecoderTask:
         loss_key, dropout_key = jax.random.split(rng)
         model_fn = lambda x, t: self.model.apply({"params": params}, x, t, batch["image_embedding"], batch["caption"],
                                                  deterministic=False, rngs={"dropout": dropout_key})
-        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction,
-                                       self.section.min_snr_gamma, self.section.logit_normal_std)
+        loss = loss_with(self.section, model_fn, self.schedule, batch["image"], loss_key)
         return loss.mean(), {}, model_state
 
     def _guided(self, params, image_embeddings, captions):
@@ -192,8 +198,7 @@ class UpsamplerTask:
                                   max_noise_std=self.section.max_noise_std)
         model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res, deterministic=False,
                                                  rngs={"dropout": dropout_key})
-        loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image"], loss_key, self.section.prediction,
-                                       self.section.min_snr_gamma, self.section.logit_normal_std)
+        loss = loss_with(self.section, model_fn, self.schedule, batch["image"], loss_key)
         return loss.mean(), {}, model_state
 
     @functools.cached_property

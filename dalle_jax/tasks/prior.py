@@ -29,11 +29,11 @@ import numpy as np
 import optax
 
 from dalle_jax.data import pipeline
-from dalle_jax.diffusion import gaussian, samplers, schedules
+from dalle_jax.diffusion import samplers, schedules
 from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
 from dalle_jax.models.prior import DiffusionPrior, PcaBuckets
 from dalle_jax.tasks.clip import TrainedClip
-from dalle_jax.tasks.decoder import sample_with, schedule_of
+from dalle_jax.tasks.decoder import loss_with, sample_with, schedule_of
 from dalle_jax.text.tokenizer import TextTokenizer
 
 KINDS = ("diffusion", "autoregressive")
@@ -117,9 +117,7 @@ class PriorTask:
         if self.kind == "diffusion":
             model_fn = lambda z, t: self.model.apply({"params": params}, z, t, batch["text_embedding"],
                                                      batch["caption"])
-            loss = gaussian.diffusion_loss(model_fn, self.schedule, batch["image_embedding"], rng,
-                                           self.config.prior.prediction, self.config.prior.min_snr_gamma,
-                                           self.config.prior.logit_normal_std)
+            loss = loss_with(self.config.prior, model_fn, self.schedule, batch["image_embedding"], rng)
             return loss.mean(), {}, model_state
         tokens = jnp.concatenate([batch["caption"], batch["codes"]], axis=1)
         hidden = self.model.apply({"params": params}, tokens[:, :-1], condition=batch["text_embedding"])

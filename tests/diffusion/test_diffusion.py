@@ -104,6 +104,10 @@ def test_logit_normal_timesteps_follow_their_distribution():
     # P(T/4 <= t < 3T/4) = P(|n| < logit(3/4)) for n ~ N(0, 1): 2 Φ(log 3) - 1 = 0.7281.
     np.testing.assert_allclose(np.mean((t >= 250) & (t < 750)), 0.7281, atol=0.01)
     np.testing.assert_allclose(np.median(t), 500, atol=10)
+    shifted = np.asarray(gaussian.sample_timesteps(jax.random.key(0), 100_000, 1000, 1.0, logit_normal_mean=0.5))
+    # n ~ N(0.5, 1): the median is T·sigmoid(0.5) = 622.5, and P(t >= 3T/4) = 1 - Φ(log 3 - 0.5) = 0.2747.
+    np.testing.assert_allclose(np.median(shifted), 622.5, atol=10)
+    np.testing.assert_allclose(np.mean(shifted >= 750), 0.2747, atol=0.01)
 
 
 def test_sampling_timesteps():
