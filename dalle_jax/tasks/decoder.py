@@ -48,9 +48,9 @@ def schedule_of(section) -> schedules.NoiseSchedule:
 
 def loss_with(section, model_fn, schedule, x0, rng):
     """Per-example `gaussian.diffusion_loss` with the prediction, loss weighting and training
-    timesteps of `section` (`logit_normal_mean` is absent from runs saved before it existed)."""
+    timesteps of a stage's config `section` (`decoder`, `upsampler`, `prior`)."""
     return gaussian.diffusion_loss(model_fn, schedule, x0, rng, section.prediction, section.min_snr_gamma,
-                                   section.logit_normal_std, section.get("logit_normal_mean", 0.0))
+                                   section.logit_normal_std, section.logit_normal_mean)
 
 
 def sample_with(section, model_fn, schedule, noise, rng, *, clip_x0: bool):
