@@ -8,10 +8,11 @@ on shapes (README, unCLIP). The decoder's config is the one it trained with
 (`DIR/decoder/config.json`); `--grid` writes each sampler's first 32 images to
 `DIR/decoder_accuracy_SAMPLER.png`.
 
-  python bench/unclip_decoder_accuracy.py --workdir DIR [--prompts 400] [--guidance 2] [--grid]
+  python bench/unclip_decoder_accuracy.py --workdir DIR [--prompts 400] [--guidance 2] [--guidance-interval 0,1] [--grid]
       [--samplers dpm_solver_pp:20:quadratic,dpm_solver_pp:20:quadratic:1,ddpm:250:uniform]
 
 A sampler is `SAMPLER:STEPS:SPACING[:ETA]`; η (default 0) is DDIM's, or DPM-Solver++'s noise.
+`--guidance-interval LOW,HIGH` guides only at `t / T` in that range (`decoder.sample.guidance_interval`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def main():
     parser.add_argument("--workdir", required=True, help="holds clip/, decoder/ and the text tokenizer")
     parser.add_argument("--prompts", type=int, default=400, help="validation examples to draw the scenes from")
     parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance-interval", default="0,1", help="LOW,HIGH: guide only at t / T in that range")
     parser.add_argument("--samplers", help="comma-separated SAMPLER:STEPS:SPACING[:ETA]",
                         default="dpm_solver_pp:20:quadratic,dpm_solver_pp:20:quadratic:1,ddpm:250:uniform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", action="store_true")
     args = parser.parse_args()
+    interval = tuple(float(x) for x in args.guidance_interval.split(","))
 
     workdir = pathlib.Path(args.workdir)
     config = trainer.run_config(workdir / "decoder", " (python run.py train-decoder)")
@@ -61,7 +64,7 @@ def main():
         name, steps, spacing, *eta = spec.split(":")
         eta = float(eta[0]) if eta else 0.0
         decoder = task.with_sample(sampler=name, num_steps=int(steps), spacing=spacing, eta=eta,
-                                   guidance_scale=args.guidance)
+                                   guidance_scale=args.guidance, guidance_interval=interval)
         noise = jax.random.normal(jax.random.key(args.seed), decoder.noise_shape(len(scenes)))
         sample = decoder.sample.lower(params, embeddings, captions, noise, jax.random.key(args.seed + 1)).compile()
         start = time.perf_counter()
@@ -79,7 +82,7 @@ def main():
     step = checkpoint.latest_step(workdir / "decoder" / "checkpoints")
     print(json.dumps({"workdir": str(workdir), "decoder_step": step,
                       "device": jax.devices()[0].device_kind, "num_prompts": len(scenes),
-                      "guidance_scale": args.guidance, "samplers": results}, indent=2))
+                      "guidance_scale": args.guidance, "guidance_interval": interval, "samplers": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, eta=
     return dict(schedule="cosine", num_timesteps=1000, prediction=prediction, min_snr_gamma=0.0,
                 logit_normal_std=logit_normal_std, logit_normal_mean=logit_normal_mean,
                 sample=dict(sampler=sampler, num_steps=num_steps, spacing=spacing, eta=eta,
-                            guidance_scale=guidance_scale, temperature=1.0))
+                            guidance_scale=guidance_scale, guidance_interval=(0.0, 1.0), temperature=1.0))
 
 
 def get_config(variant: str = "default"):

@@ -143,18 +143,25 @@ def ddim_invert(model_fn: ModelFn, schedule: NoiseSchedule, x0, *, num_steps: in
     return x
 
 
-def classifier_free_guidance(apply, condition, null_condition, scale) -> ModelFn:
+def classifier_free_guidance(apply, condition, null_condition, scale, interval=None) -> ModelFn:
     """A `ModelFn` for `apply(x_t, t, condition)` guided as Ho & Salimans 2022:
     `out(∅) + scale · (out(c) - out(∅))`, both passes in one batched call.
 
     `condition` and `null_condition` are pytrees of `[batch, ...]` arrays (the null one is
-    the dropped conditioning the model was trained with).
+    the dropped conditioning the model was trained with). `interval = (low, high)` guides
+    only at timesteps `low ≤ t ≤ high` and returns `out(c)` elsewhere (Kynkäänniemi et al.
+    2024: guidance at the highest noise levels costs diversity, at the lowest it does
+    nothing); both passes are still made at every step.
     """
 
     def model_fn(x, t):
         both = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), condition, null_condition)
         output = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
         conditional, unconditional = jnp.split(output, 2)
-        return unconditional + scale * (conditional - unconditional)
+        weight = jnp.full(t.shape, scale, jnp.float32)
+        if interval is not None:
+            weight = jnp.where((t >= interval[0]) & (t <= interval[1]), weight, 1.0)
+        weight = weight.reshape(t.shape + (1,) * (x.ndim - 1)).astype(output.dtype)
+        return unconditional + weight * (conditional - unconditional)
 
     return model_fn

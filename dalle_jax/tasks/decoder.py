@@ -60,6 +60,14 @@ def sample_with(section, model_fn, schedule, noise, rng, *, clip_x0: bool):
                            prediction=section.prediction, eta=s.eta, clip_x0=clip_x0, spacing=s.spacing)
 
 
+def guided_with(section, schedule, apply, condition, null_condition):
+    """`samplers.classifier_free_guidance` with the scale of `section.sample` and its
+    `guidance_interval`, given as fractions of the schedule's timesteps."""
+    s = section.sample
+    interval = tuple(fraction * schedule.num_timesteps for fraction in s.guidance_interval)
+    return samplers.classifier_free_guidance(apply, condition, null_condition, s.guidance_scale, interval)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class DecoderTask:
     model: Decoder
@@ -125,7 +133,7 @@ class DecoderTask:
         apply = lambda x, t, c: self.model.apply({"params": params}, x, t, *c)
         condition = (image_embeddings, captions)
         null = (jnp.zeros_like(image_embeddings), jnp.broadcast_to(jnp.asarray(self.empty_caption), captions.shape))
-        return samplers.classifier_free_guidance(apply, condition, null, self.section.sample.guidance_scale)
+        return guided_with(self.section, self.schedule, apply, condition, null)
 
     @functools.cached_property
     def sample(self):

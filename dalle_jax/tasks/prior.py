@@ -29,11 +29,11 @@ import numpy as np
 import optax
 
 from dalle_jax.data import pipeline
-from dalle_jax.diffusion import samplers, schedules
+from dalle_jax.diffusion import schedules
 from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
 from dalle_jax.models.prior import DiffusionPrior, PcaBuckets
 from dalle_jax.tasks.clip import TrainedClip
-from dalle_jax.tasks.decoder import loss_with, sample_with, schedule_of
+from dalle_jax.tasks.decoder import guided_with, loss_with, sample_with, schedule_of
 from dalle_jax.text.tokenizer import TextTokenizer
 
 KINDS = ("diffusion", "autoregressive")
@@ -140,7 +140,7 @@ class PriorTask:
             condition = (repeat(text_embeddings), repeat(captions))
             null = (jnp.zeros_like(condition[0]), jnp.broadcast_to(empty, condition[1].shape))
             apply = lambda z, t, c: self.model.apply({"params": params}, z, t, *c)
-            model_fn = samplers.classifier_free_guidance(apply, condition, null, p.sample.guidance_scale)
+            model_fn = guided_with(p, self.schedule, apply, condition, null)
             noise_key, sample_key = jax.random.split(rng)
             noise = jax.random.normal(noise_key, (k * n, self.embedding_dim))
             candidates = normalize(sample_with(p, model_fn, self.schedule, noise, sample_key, clip_x0=False))

@@ -188,3 +188,12 @@ def test_guidance_mixes_one_batched_call():
     chex.assert_trees_all_close(guided(0.0), apply(x, t, null), atol=1e-6)
     chex.assert_trees_all_close(guided(3.0), jnp.broadcast_to(0.5 + 3.0 * 1.5 + t[:, None], (3, 2)), atol=1e-6)
     assert calls[0] == 6  # both passes in one call
+
+
+def test_guidance_interval_guides_only_inside_it():
+    apply = lambda x, t, condition: x * condition[:, None]
+    x, t = jnp.ones((5, 2)), jnp.array([0, 299, 300, 850, 851])
+    condition, null = jnp.full((5,), 2.0), jnp.full((5,), 0.5)
+    guided = samplers.classifier_free_guidance(apply, condition, null, 3.0, interval=(300, 850))(x, t)
+    # inside [300, 850]: 0.5 + 3 · (2 - 0.5) = 5; outside: the conditional output, 2
+    chex.assert_trees_all_close(guided[:, 0], jnp.array([2.0, 2.0, 5.0, 5.0, 2.0]), atol=1e-6)
