@@ -56,7 +56,7 @@ def get_config(variant: str = "default"):
         image_size=32,
         model=dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,),
                    num_heads=4, embed_dim=128, dropout=0.0, text_width=64, text_depth=1, num_clip_tokens=4,
-                   dtype="float32"),
+                   upsample_at_low_res=False, dtype="float32"),
         caption_dropout=0.5, image_embedding_dropout=0.1,
         # η = 1: SDE-DPM-Solver++(2M), as accurate in 20 steps as DDPM in 250 (README, "Samplers for the decoder").
         # Logit-normal timesteps: 61.6% single-object against 47.4 and 49.3 uniform (README, "Timesteps").
@@ -70,7 +70,7 @@ def get_config(variant: str = "default"):
         low_res_size=32, crop_size=32,  # trained on 32×32 crops of the 64×64 images (16×16 low-res crops)
         max_blur_sigma=0.6, max_noise_std=0.05,
         model=dict(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=1,
-                   embed_dim=128, dropout=0.0, dtype="float32"),
+                   embed_dim=128, dropout=0.0, upsample_at_low_res=False, dtype="float32"),
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic"),
         train=dict(steps=600, batch_size=32, log_every=100, save_every=300, eval_every=0),
         optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0, ema_decay=0.999),

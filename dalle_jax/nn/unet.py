@@ -112,6 +112,9 @@ class UNet(nn.Module):
     `channel_mults[i]` sets the width of level `i` (resolution `H / 2**i`); each level has
     `num_res_blocks` residual blocks, with attention where `H / 2**i` is in
     `attention_resolutions`; the middle block always attends unless that tuple is empty.
+    Going up a level, the features are resized (nearest) and convolved at the new resolution
+    (ADM); `upsample_at_low_res` convolves them before the resize instead, at a quarter of
+    the FLOPs.
     """
 
     base_channels: int
@@ -121,6 +124,7 @@ class UNet(nn.Module):
     num_heads: int
     out_channels: int
     dropout: float = 0.0
+    upsample_at_low_res: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -151,7 +155,8 @@ class UNet(nn.Module):
                 h = attend(block(self.base_channels * mult, jnp.concatenate([h, skips.pop()], axis=-1)), size)
             if level > 0:
                 b, height, width, channels = h.shape
-                h = jax.image.resize(h, (b, 2 * height, 2 * width, channels), "nearest")
-                h = conv(channels, dtype=self.dtype)(h)
+                resize = lambda y: jax.image.resize(y, (b, 2 * height, 2 * width, channels), "nearest")
+                up_conv = conv(channels, dtype=self.dtype)
+                h = resize(up_conv(h)) if self.upsample_at_low_res else up_conv(resize(h))
         h = nn.silu(group_norm(h.shape[-1], self.dtype)(h))
         return zero_conv(self.out_channels, jnp.float32)(h).astype(jnp.float32)

@@ -37,7 +37,9 @@ def unit_range(image: np.ndarray) -> np.ndarray:
 def build_unet(m, out_channels: int = 3) -> UNet:
     return UNet(base_channels=m.base_channels, channel_mults=tuple(m.channel_mults), num_res_blocks=m.num_res_blocks,
                 attention_resolutions=tuple(m.attention_resolutions), num_heads=m.num_heads,
-                out_channels=out_channels, dropout=m.dropout, dtype=jnp.dtype(m.dtype))
+                out_channels=out_channels, dropout=m.dropout,
+                upsample_at_low_res=m.get("upsample_at_low_res", False),  # absent from configs saved before it
+                dtype=jnp.dtype(m.dtype))
 
 
 def schedule_of(section) -> schedules.NoiseSchedule:

@@ -1,6 +1,7 @@
 """The diffusion UNet: shapes, zero output at initialisation, conditioning paths."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +63,18 @@ def test_odd_sizes_are_refused():
                 out_channels=3)
     with pytest.raises(ValueError, match="cannot be halved 2 times"):
         unet.init(jax.random.key(0), jnp.ones((1, 6, 6, 3)), jnp.ones((1, 16)))
+
+
+def test_upsampling_at_low_resolution_commutes_with_the_resize_for_pointwise_kernels():
+    x, emb = jax.random.normal(jax.random.key(1), (2, 8, 8, 3)), jnp.ones((2, 16))
+    adm, low_res = tiny_unet(attention=()), tiny_unet(attention=()).clone(upsample_at_low_res=True)
+    params = perturbed(nn.unbox(adm.init(jax.random.key(0), x, emb)["params"]))
+    # The one top-level 16 → 16 convolution is the upsampling one (level 1 → 0).
+    (name,) = [k for k, v in params.items() if "kernel" in v and v["kernel"].shape == (3, 3, 16, 16)]
+    apply = lambda unet, p: unet.apply({"params": p}, x, emb)
+    assert not np.allclose(apply(adm, params), apply(low_res, params), atol=1e-4)
+    # With only the centre tap the convolution is pointwise, and a pointwise map commutes with a nearest resize.
+    centre = np.zeros((3, 3, 1, 1), np.float32)
+    centre[1, 1] = 1.0
+    pointwise = {**params, name: {**params[name], "kernel": params[name]["kernel"] * centre}}
+    np.testing.assert_allclose(apply(low_res, pointwise), apply(adm, pointwise), atol=1e-5)
