@@ -58,6 +58,7 @@ def get_config(variant: str = "default"):
                    num_heads=4, embed_dim=128, dropout=0.0, text_width=64, text_depth=1, num_clip_tokens=4,
                    upsample_at_low_res=False, dtype="float32"),
         caption_dropout=0.5, image_embedding_dropout=0.1,
+        self_condition=False,  # True: the UNet also reads its previous x̂₀ (Chen et al. 2022; a second forward pass)
         # η = 1: SDE-DPM-Solver++(2M), as accurate in 20 steps as DDPM in 250 (README, "Samplers for the decoder").
         # Logit-normal timesteps: 61.6% single-object against 47.4 and 49.3 uniform (README, "Timesteps").
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic", guidance_scale=2.0, eta=1.0, logit_normal_std=1.0),

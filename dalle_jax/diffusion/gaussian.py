@@ -3,6 +3,11 @@
 A model's output is an ε-prediction, an x₀-prediction, or a v-prediction
 (`v = α_t ε - σ_t x₀`, Salimans & Ho 2022). Each converts to the pair `(x₀, ε)` given
 `x_t`, which is all a sampler needs.
+
+A self-conditioned model (Chen et al. 2022, "Analog Bits", section 3.2) also reads an
+estimate of x₀: `model_fn(x_t, t, x0_estimate)`, zeros where it has none. In training it
+gets, half the time, its own estimate from a first pass (no gradient through it); in
+sampling, the x̂₀ of the previous step.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import jax.numpy as jnp
 from dalle_jax.diffusion.schedules import NoiseSchedule
 
 PREDICTIONS = ("epsilon", "x0", "v")
-ModelFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t [batch, ...], t int32 [batch]) -> output like x_t
+ModelFn = Callable[..., jax.Array]  # (x_t [batch, ...], t int32 [batch][, x0_estimate like x_t]) -> output like x_t
 
 
 def check_prediction(prediction: str) -> None:
@@ -79,18 +84,35 @@ def sample_timesteps(rng, batch: int, num_timesteps: int, logit_normal_std: floa
     return jnp.minimum((fraction * num_timesteps).astype(jnp.int32), num_timesteps - 1)
 
 
+def self_conditioning_estimate(model_fn: ModelFn, prediction: str, x_t, t, alpha, sigma, rng):
+    """The `x0_estimate` a self-conditioned model trains with: per example, with probability
+    1/2 its own x̂₀ from a pass given zeros (a constant: no gradient flows through it), else
+    zeros. `alpha`, `sigma` broadcast against `x_t`."""
+    zeros = jnp.zeros_like(x_t)
+    first = model_fn(x_t, t, zeros).astype(jnp.float32)
+    estimate = jax.lax.stop_gradient(to_x0_epsilon(prediction, first, x_t, alpha, sigma)[0])
+    use = jax.random.bernoulli(rng, 0.5, t.shape)
+    return jnp.where(_per_example(use, x_t), estimate, zeros)
+
+
 def diffusion_loss(model_fn: ModelFn, schedule: NoiseSchedule, x0, rng, prediction: str, min_snr_gamma: float = 0.0,
-                   logit_normal_std: float = 0.0, logit_normal_mean: float = 0.0):
+                   logit_normal_std: float = 0.0, logit_normal_mean: float = 0.0, self_condition: bool = False):
     """Per-example mean squared error `[batch]` of the model at a uniformly drawn timestep
     (the "simple" loss of Ho et al. 2020, for any parameterisation); with `min_snr_gamma > 0`,
     weighted by `min_snr_weight`; with `logit_normal_std > 0`, at a logit-normal timestep
-    (`sample_timesteps`) of that std and `logit_normal_mean`."""
+    (`sample_timesteps`) of that std and `logit_normal_mean`. With `self_condition`, the
+    model is self-conditioned (`self_conditioning_estimate`; a second forward pass)."""
     t_key, noise_key = jax.random.split(rng)
     t = sample_timesteps(t_key, x0.shape[0], schedule.num_timesteps, logit_normal_std, logit_normal_mean)
     noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
     alpha, sigma = schedule.alpha_sigma(t)
     a, s = _per_example(alpha, x0), _per_example(sigma, x0)
-    output = model_fn(a * x0 + s * noise, t)
+    x_t = a * x0 + s * noise
+    if self_condition:
+        estimate = self_conditioning_estimate(model_fn, prediction, x_t, t, a, s, jax.random.fold_in(rng, 2))
+        output = model_fn(x_t, t, estimate)
+    else:
+        output = model_fn(x_t, t)
     target = training_target(prediction, x0, noise, a, s)
     loss = jnp.mean(jnp.square(output.astype(jnp.float32) - target), axis=tuple(range(1, x0.ndim)))
     return loss * min_snr_weight(prediction, alpha, sigma, min_snr_gamma) if min_snr_gamma else loss

@@ -10,7 +10,8 @@
   first-order step is the DDPM step.
 
 Timesteps run `T-1 → 0` (`sampling_timesteps`); the final step goes from `t = 0` to the clean
-sample (ᾱ = 1), so `num_steps` is also the number of model calls.
+sample (ᾱ = 1), so `num_steps` is also the number of model calls. A self-conditioned model
+(`self_condition=True`) is given the previous step's x̂₀, zeros on the first.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ def sampling_timesteps(num_timesteps: int, num_steps: int, spacing: str = "unifo
     return timesteps
 
 
-def denoise(model_fn: ModelFn, prediction: str, x, t, alpha_cumprod, *, clip_x0: bool = False):
+def denoise(model_fn: ModelFn, prediction: str, x, t, alpha_cumprod, *, clip_x0: bool = False, x0_estimate=None):
     """`(x̂₀, ε̂)` at `x_t` for one scalar timestep `t`. With `clip_x0`, x̂₀ is clipped to
-    [-1, 1] (pixels) and ε̂ recomputed to agree with it."""
+    [-1, 1] (pixels) and ε̂ recomputed to agree with it. A given `x0_estimate` is passed to
+    the (self-conditioned) model."""
     alpha, sigma = jnp.sqrt(alpha_cumprod), jnp.sqrt(1.0 - alpha_cumprod)
-    output = model_fn(x, jnp.full((x.shape[0],), t, jnp.int32)).astype(jnp.float32)
+    extra = () if x0_estimate is None else (x0_estimate,)
+    output = model_fn(x, jnp.full((x.shape[0],), t, jnp.int32), *extra).astype(jnp.float32)
     x0, epsilon = to_x0_epsilon(prediction, output, x, alpha, sigma)
     if clip_x0:
         x0 = jnp.clip(x0, -1.0, 1.0)
@@ -89,7 +92,8 @@ def _dpm_solver_pp_update(x, x0, previous_x0, previous_h, abar_t, abar_s, first_
 
 
 def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: str, num_steps: int,
-           prediction: str, eta: float = 0.0, clip_x0: bool = False, spacing: str = "uniform"):
+           prediction: str, eta: float = 0.0, clip_x0: bool = False, spacing: str = "uniform",
+           self_condition: bool = False):
     """x₀ drawn from `x_T = noise` in `num_steps` model calls (one `lax.scan`).
 
     `rng` feeds the fresh noise of `ddpm`, and of `ddim` and `dpm_solver_pp` with η > 0;
@@ -107,7 +111,8 @@ def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: s
     def step(carry, inputs):
         x, previous_x0, previous_h = carry
         t, abar_t, abar_s, final, index, key = inputs
-        x0, epsilon = denoise(model_fn, prediction, x, t, abar_t, clip_x0=clip_x0)
+        x0, epsilon = denoise(model_fn, prediction, x, t, abar_t, clip_x0=clip_x0,
+                              x0_estimate=previous_x0 if self_condition else None)
         fresh = jax.random.normal(key, x.shape, x.dtype) if stochastic else jnp.zeros_like(x)
         h = previous_h
         if sampler == "ddpm":
@@ -127,19 +132,23 @@ def sample(model_fn: ModelFn, schedule: NoiseSchedule, noise, rng, *, sampler: s
 
 
 def ddim_invert(model_fn: ModelFn, schedule: NoiseSchedule, x0, *, num_steps: int, prediction: str,
-                spacing: str = "uniform"):
+                spacing: str = "uniform", self_condition: bool = False):
     """The x_T from which deterministic DDIM (η = 0, same `num_steps` and `spacing`)
-    returns to `x0`: the DDIM update run forwards, starting from `x0` taken as x at `t = 0`."""
+    returns to `x0`: the DDIM update run forwards, starting from `x0` taken as x at `t = 0`.
+    A self-conditioned model is given `x0` as its estimate throughout (sampling back, it sees
+    its own; the inversion is then approximate)."""
     check_prediction(prediction)
     timesteps = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)[::-1]  # ascending
     abar = schedule.alphas_cumprod[timesteps]
+    x0 = x0.astype(jnp.float32)
+    estimate = x0 if self_condition else None
 
     def step(x, inputs):
         t, abar_t, abar_next = inputs
-        x_hat, epsilon = denoise(model_fn, prediction, x, t, abar_t)
+        x_hat, epsilon = denoise(model_fn, prediction, x, t, abar_t, x0_estimate=estimate)
         return jnp.sqrt(abar_next) * x_hat + jnp.sqrt(1 - abar_next) * epsilon, None
 
-    x, _ = jax.lax.scan(step, x0.astype(jnp.float32), (jnp.asarray(timesteps[:-1]), abar[:-1], abar[1:]))
+    x, _ = jax.lax.scan(step, x0, (jnp.asarray(timesteps[:-1]), abar[:-1], abar[1:]))
     return x
 
 
@@ -154,9 +163,10 @@ def classifier_free_guidance(apply, condition, null_condition, scale, interval=N
     nothing); both passes are still made at every step.
     """
 
-    def model_fn(x, t):
+    def model_fn(x, t, *x0_estimate):  # a self-conditioned model's estimate, if any, is shared by both passes
         both = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), condition, null_condition)
-        output = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
+        output = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both,
+                       *(jnp.concatenate([e, e]) for e in x0_estimate))
         conditional, unconditional = jnp.split(output, 2)
         weight = jnp.full(t.shape, scale, jnp.float32)
         if interval is not None:

@@ -4,7 +4,8 @@
   the embedding is projected and added to the timestep embedding, and projected into
   `num_clip_tokens` extra context tokens that the attention layers see beside the
   caption's tokens. Classifier-free guidance comes from training with the embedding
-  zeroed (10%) and the caption emptied (50%).
+  zeroed (10%) and the caption emptied (50%). With `self_condition`, it also reads an
+  estimate of x₀ (`diffusion/gaussian.py`), concatenated to x_t's channels.
 - `Upsampler`: a convolution-only UNet that denoises the high-resolution image given the
   low-resolution one (upsampled and concatenated); `corrupt_low_res` is the conditioning
   augmentation (Gaussian blur and noise) it is trained with.
@@ -21,16 +22,22 @@ from dalle_jax.nn.unet import TimestepMLP, UNet, dense
 
 
 class Decoder(nn.Module):
-    """`(x_t [b, H, W, 3], t [b], image_embedding [b, P], caption int32 [b, L])` to the UNet's prediction."""
+    """`(x_t [b, H, W, 3], t [b], image_embedding [b, P], caption int32 [b, L][, x0_estimate like
+    x_t])` to the UNet's prediction; a self-conditioned decoder reads `x0_estimate` (zeros if None)."""
 
     unet: UNet
     caption_encoder: TextEncoder
     embed_dim: int  # width of the timestep + conditioning embedding
     num_clip_tokens: int = 4
+    self_condition: bool = False
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_t, t, image_embedding, caption, *, deterministic: bool = True):
+    def __call__(self, x_t, t, image_embedding, caption, x0_estimate=None, *, deterministic: bool = True):
+        if self.self_condition:
+            x_t = jnp.concatenate([x_t, jnp.zeros_like(x_t) if x0_estimate is None else x0_estimate], axis=-1)
+        elif x0_estimate is not None:
+            raise ValueError("x0_estimate given to a decoder without self_condition")
         text = self.caption_encoder(caption, pooled=False)  # [b, L, D]
         width = text.shape[-1]
         project = lambda name: dense(self.embed_dim, dtype=self.dtype, name=name)

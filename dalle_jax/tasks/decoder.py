@@ -48,18 +48,19 @@ def schedule_of(section) -> schedules.NoiseSchedule:
     return schedules.make_schedule(section.schedule, section.num_timesteps)
 
 
-def loss_with(section, model_fn, schedule, x0, rng):
+def loss_with(section, model_fn, schedule, x0, rng, *, self_condition: bool = False):
     """Per-example `gaussian.diffusion_loss` with the prediction, loss weighting and training
     timesteps of a stage's config `section` (`decoder`, `upsampler`, `prior`)."""
     return gaussian.diffusion_loss(model_fn, schedule, x0, rng, section.prediction, section.min_snr_gamma,
-                                   section.logit_normal_std, section.logit_normal_mean)
+                                   section.logit_normal_std, section.logit_normal_mean, self_condition)
 
 
-def sample_with(section, model_fn, schedule, noise, rng, *, clip_x0: bool):
+def sample_with(section, model_fn, schedule, noise, rng, *, clip_x0: bool, self_condition: bool = False):
     """`samplers.sample` with the sampler, steps, spacing and η of `section.sample`."""
     s = section.sample
     return samplers.sample(model_fn, schedule, noise, rng, sampler=s.sampler, num_steps=s.num_steps,
-                           prediction=section.prediction, eta=s.eta, clip_x0=clip_x0, spacing=s.spacing)
+                           prediction=section.prediction, eta=s.eta, clip_x0=clip_x0, spacing=s.spacing,
+                           self_condition=self_condition)
 
 
 def guided_with(section, schedule, apply, condition, null_condition):
@@ -90,6 +91,7 @@ class DecoderTask:
                                       head_dim=m.text_width // m.num_heads, mlp_dim=4 * m.text_width,
                                       dtype=jnp.dtype(m.dtype))
         model = Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
+                        self_condition=config.decoder.get("self_condition", False),  # absent from older configs
                         dtype=jnp.dtype(m.dtype))
         return cls(model, schedule_of(config.decoder), text_tokenizer, embeddings, config)
 
@@ -126,13 +128,15 @@ class DecoderTask:
     def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
         del step
         loss_key, dropout_key = jax.random.split(rng)
-        model_fn = lambda x, t: self.model.apply({"params": params}, x, t, batch["image_embedding"], batch["caption"],
-                                                 deterministic=False, rngs={"dropout": dropout_key})
-        loss = loss_with(self.section, model_fn, self.schedule, batch["image"], loss_key)
+        model_fn = lambda x, t, *x0_estimate: self.model.apply(
+            {"params": params}, x, t, batch["image_embedding"], batch["caption"], *x0_estimate, deterministic=False,
+            rngs={"dropout": dropout_key})
+        loss = loss_with(self.section, model_fn, self.schedule, batch["image"], loss_key,
+                         self_condition=self.model.self_condition)
         return loss.mean(), {}, model_state
 
     def _guided(self, params, image_embeddings, captions):
-        apply = lambda x, t, c: self.model.apply({"params": params}, x, t, *c)
+        apply = lambda x, t, c, *x0_estimate: self.model.apply({"params": params}, x, t, *c, *x0_estimate)
         condition = (image_embeddings, captions)
         null = (jnp.zeros_like(image_embeddings), jnp.broadcast_to(jnp.asarray(self.empty_caption), captions.shape))
         return guided_with(self.section, self.schedule, apply, condition, null)
@@ -144,7 +148,8 @@ class DecoderTask:
 
         def sample(params, image_embeddings, captions, noise, rng):
             model_fn = self._guided(params, image_embeddings, captions)
-            return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True), -1, 1)
+            return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True,
+                                        self_condition=self.model.self_condition), -1, 1)
 
         return jax.jit(sample)
 
@@ -157,7 +162,8 @@ class DecoderTask:
             model_fn = self._guided(params, image_embeddings, captions)
             s = self.section.sample
             return samplers.ddim_invert(model_fn, self.schedule, images, num_steps=s.num_steps,
-                                        prediction=self.section.prediction, spacing=s.spacing)
+                                        prediction=self.section.prediction, spacing=s.spacing,
+                                        self_condition=self.model.self_condition)
 
         return jax.jit(invert)
 

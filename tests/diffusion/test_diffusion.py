@@ -197,3 +197,30 @@ def test_guidance_interval_guides_only_inside_it():
     guided = samplers.classifier_free_guidance(apply, condition, null, 3.0, interval=(300, 850))(x, t)
     # inside [300, 850]: 0.5 + 3 · (2 - 0.5) = 5; outside: the conditional output, 2
     chex.assert_trees_all_close(guided[:, 0], jnp.array([2.0, 2.0, 5.0, 5.0, 2.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", samplers.SAMPLERS)
+def test_self_conditioned_sampling_feeds_back_the_previous_estimate(sampler):
+    # An x₀-model that answers its estimate plus one: step k sees k - 1 (zeros first) and says k,
+    # and every sampler's final step returns the last x̂₀.
+    model = lambda x, t, x0_estimate: x0_estimate + 1.0
+    schedule = schedules.make_schedule("cosine", 100)
+    run = lambda self_condition: samplers.sample(
+        model if self_condition else (lambda x, t: model(x, t, jnp.zeros_like(x))), schedule, jnp.zeros((2, 3)),
+        jax.random.key(0), sampler=sampler, num_steps=5, prediction="x0", eta=0.5, self_condition=self_condition)
+    np.testing.assert_allclose(run(True), 5.0, rtol=1e-5)
+    np.testing.assert_allclose(run(False), 1.0, rtol=1e-5)
+
+
+def test_self_conditioning_estimate_is_the_models_own_half_the_time_and_a_constant():
+    def model(p):
+        return lambda x, t, x0_estimate: p * x + x0_estimate  # an x₀-prediction
+    x, t = jax.random.normal(jax.random.key(0), (256, 3)), jnp.zeros(256, jnp.int32)
+    alpha, sigma = jnp.full((256, 1), 0.6), jnp.full((256, 1), 0.8)
+    estimate = gaussian.self_conditioning_estimate(model(2.0), "x0", x, t, alpha, sigma, jax.random.key(1))
+    own = np.all(np.isclose(estimate, 2.0 * x, atol=1e-6), axis=1)
+    none = np.all(estimate == 0.0, axis=1)
+    assert np.all(own | none) and 0.4 < own.mean() < 0.6
+    gradient = jax.grad(lambda p: gaussian.self_conditioning_estimate(
+        model(p), "x0", x, t, alpha, sigma, jax.random.key(1)).sum())(2.0)
+    assert float(gradient) == 0.0  # the estimate is an input, not a path for the gradient

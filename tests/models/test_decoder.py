@@ -67,3 +67,18 @@ def test_box_downsample_averages_blocks():
     np.testing.assert_allclose(small[1, 0, 1], images[1, 0:2, 2:4].mean(axis=(0, 1)))
     with pytest.raises(ValueError, match="multiple of 3"):
         box_downsample(images, 3)
+
+
+def test_self_conditioned_decoder_reads_its_estimate():
+    text = TextEncoder(vocab_size=20, length=6, embed_dim=16, depth=1, num_heads=2, head_dim=8, mlp_dim=32)
+    decoder = Decoder(small_unet(), text, embed_dim=32, num_clip_tokens=4, self_condition=True)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    t, embedding = jnp.array([3, 500]), jax.random.normal(jax.random.key(1), (2, 10))
+    caption = jnp.array([[5, 6, EOS_ID, 0, 0, 0], [7, EOS_ID, 0, 0, 0, 0]])
+    params = perturbed(decoder.init(jax.random.key(2), x, t, embedding, caption)["params"])
+    apply = lambda *args: decoder.apply({"params": params}, x, t, embedding, caption, *args)
+    np.testing.assert_allclose(apply(), apply(jnp.zeros_like(x)), atol=1e-6)  # no estimate: zeros
+    assert not np.allclose(apply(), apply(x), atol=1e-4)
+    plain = Decoder(small_unet(), text, embed_dim=32, num_clip_tokens=4)
+    with pytest.raises(ValueError, match="without self_condition"):
+        plain.init(jax.random.key(2), x, t, embedding, caption, x)
