@@ -243,6 +243,8 @@ def evaluate(config) -> None:
         run_name = f"{config.prior.kind}_{d.sampler}{d.num_steps}_guidance{d.guidance_scale:g}"
         if d.eta and d.sampler != "ddpm":  # DDPM has no η
             run_name += f"_eta{d.eta:g}"
+        if tuple(d.guidance_interval) != (0.0, 1.0):
+            run_name += "_interval{:g}-{:g}".format(*d.guidance_interval)
         if d.get("candidates", 1) > 1:
             run_name += f"_best{d.candidates}"
         out_dir = _workdir() / "unclip_eval" / run_name

@@ -10,9 +10,10 @@ draw of the first k nearest the prompt (`Unclip.best_by_clip`, as `decoder.sampl
 small images scored with each pixel repeated: what a perfect reranker could reach.
 
   python bench/unclip_best_of.py --workdir DIR [--prompts 500] [--candidates 16] [--grid] [--save]
+      [--guidance 3] [--guidance-interval 0,0.85]
 
 `DIR` holds a trained unCLIP (README, DALL·E 2); the config is the decoder's
-(`DIR/decoder/config.json`). `--grid` writes the plain and best-of-`--candidates` images of the
+(`DIR/decoder/config.json`), whose decoder guidance scale and interval the last two flags replace. `--grid` writes the plain and best-of-`--candidates` images of the
 first 32 scenes to `DIR/best_of_K.png`; `--save` keeps every draw in `DIR/best_of_draws.npz`
 (`small` uint8 `[scenes, draws, s, s, 3]`, their prior `embeddings`, the oracle's `correct`
 `[draws, scenes]` and the `prompts`), to compare ways of choosing among them offline.
@@ -45,10 +46,16 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", action="store_true")
     parser.add_argument("--save", action="store_true", help="keep every draw in DIR/best_of_draws.npz")
+    parser.add_argument("--guidance", type=float, help="the decoder's guidance scale (default: its config's)")
+    parser.add_argument("--guidance-interval", help="LOW,HIGH: guide the decoder only at t / T in that range")
     args = parser.parse_args()
 
     workdir = pathlib.Path(args.workdir)
     config = trainer.run_config(workdir / "decoder", " (python run.py train-decoder)")
+    if args.guidance is not None:
+        config.decoder.sample.guidance_scale = args.guidance
+    if args.guidance_interval:
+        config.decoder.sample.guidance_interval = tuple(float(x) for x in args.guidance_interval.split(","))
     unclip = Unclip.load(config, workdir)
 
     source = pipeline.load_sources(config.data)["validation"]

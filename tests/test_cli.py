@@ -172,7 +172,7 @@ def test_unclip_pipeline_end_to_end(tmp_path):
 
     run("eval", *common)
     (out_dir,) = (tmp_path / "unclip_eval").iterdir()
-    assert out_dir.name == "diffusion_dpm_solver_pp3_guidance2_eta1"
+    assert out_dir.name == "diffusion_dpm_solver_pp3_guidance3_eta1_interval0-0.7"
     report = json.loads((out_dir / "eval.json").read_text())
     assert set(report) == {"validation", "test_compositional"}  # the DALL·E 1 format
     assert report["validation"]["all"]["n"] == 4 and "clip_score" in report["validation"]["all"]
