@@ -80,6 +80,9 @@ def get_config(variant: str = "default"):
         train=dict(steps=600, batch_size=32, log_every=100, save_every=300, eval_every=0),
         optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.0, ema_decay=0.999),
     )
+    # DALL·E 3's captioner, trained on this work dir's CLIP (`train-captioner --mode alt`, then `--mode descriptive`),
+    # only to compare ways of choosing among draws (bench/unclip_rerankers.py; README, "Choosing among draws").
+    c.captioner = config_from_file(HERE / f"shapes_dalle3.py:{variant}").captioner
     c.sample = dict(batch_size=64)
 
     if variant == "tiny":

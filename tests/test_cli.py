@@ -137,6 +137,24 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     missing = run("caption", *common, "--image", str(tmp_path / "nope.png"), check=False)
     assert missing.returncode != 0 and "cannot read image" in missing.stderr and "nope.png" in missing.stderr
 
+    # log p(text | image): against a naive sum of the log-softmax over the caption's pieces and its EOS.
+    from dalle_jax.experiments import dalle3
+    from dalle_jax.text.tokenizer import EOS_ID
+    from dalle_jax.train import trainer
+
+    config = trainer.run_config(tmp_path / "captioner_descriptive")
+    task, params = dalle3.trained_captioner(config, tmp_path, "descriptive")
+    images, texts = task.eval_images[:2], ["a small red circle", "a large blue square"]
+    scores = task.log_likelihood(params, images, texts)
+    captions = task.text_tokenizer.encode(texts, config.text.max_length)
+    features = task.image_features(params["image_encoder"], images)
+    logits = np.asarray(task.model.apply({"params": params["captioner"]}, features, captions), np.float64)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    for i, caption in enumerate(captions):
+        end = list(caption).index(EOS_ID)
+        np.testing.assert_allclose(scores[i], sum(log_probs[i, j, caption[j]] for j in range(end + 1)), rtol=1e-4)
+    assert np.all(scores < 0)
+
 
 def test_unclip_pipeline_end_to_end(tmp_path):
     common = ["--config", "configs/shapes_unclip.py:tiny", f"--config.data.data_dir={tmp_path / 'data'}",

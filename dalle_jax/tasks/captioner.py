@@ -131,15 +131,19 @@ class CaptionerTask:
         alt_config.captioner.mode = "alt"
         return trainer.load_variables(alt_config, pretrained, dataclasses.replace(self, name="captioner_alt"))["params"]
 
+    def token_losses(self, params, images, captions):
+        """Per-token cross-entropy `[n, L]` of `captions` given `images`, the weights that keep
+        every piece and the EOS but not the padding, and the logits `[n, L, vocab]`."""
+        features = self.image_features(params["image_encoder"], images)
+        logits = self.model.apply({"params": params["captioner"]}, features, captions)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, captions)
+        return losses, (captions != PAD_ID).astype(jnp.float32), logits
+
     def loss_fn(self, params, batch: dict, rng: jax.Array, *, step, model_state):
         del rng, step
-        features = self.image_features(params["image_encoder"], batch["image"])
-        logits = self.model.apply({"params": params["captioner"]}, features, batch["caption"])
-        targets = batch["caption"]
-        weights = (targets != PAD_ID).astype(jnp.float32)  # every piece and the EOS; not the padding
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        losses, weights, logits = self.token_losses(params, batch["image"], batch["caption"])
         loss = jnp.sum(losses * weights) / jnp.sum(weights)
-        correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / jnp.sum(weights)
+        correct = jnp.sum((jnp.argmax(logits, -1) == batch["caption"]) * weights) / jnp.sum(weights)
         return loss, {"token_accuracy": correct}, model_state
 
     def evaluate(self, params, model_state) -> dict[str, float]:
@@ -169,3 +173,17 @@ class CaptionerTask:
     def caption(self, params, images: np.ndarray, rng: jax.Array) -> list[str]:
         """Captions for `uint8 [n, H, W, 3]` images, decoded as `captioner.decode` says."""
         return self.text_tokenizer.decode(np.asarray(self._decode(params, images, rng)))
+
+    @functools.cached_property
+    def _log_likelihood(self):
+        def log_likelihood(params, images, captions):
+            losses, weights, _ = self.token_losses(params, images, captions)
+            return -jnp.sum(losses * weights, axis=-1)
+
+        return jax.jit(log_likelihood)
+
+    def log_likelihood(self, params, images: np.ndarray, texts: list[str]) -> np.ndarray:
+        """`float32 [n]`: log p(text | image) of each pair of `uint8 [n, H, W, 3]` images and
+        texts, summed over the caption's pieces and its EOS (the tokens `loss_fn` scores)."""
+        captions = self.text_tokenizer.encode(list(texts), self.config.text.max_length)
+        return np.asarray(self._log_likelihood(params, jnp.asarray(images), captions))
