@@ -30,7 +30,7 @@ import numpy as np
 import tqdm
 
 from dalle_jax.data import pipeline
-from dalle_jax.eval import generation, oracle
+from dalle_jax.eval import generation, oracle, rerank
 from dalle_jax.experiments import dalle3
 from dalle_jax.models.pixels import to_uint8, to_unit_range
 from dalle_jax.pipelines.unclip import Unclip
@@ -73,19 +73,18 @@ def main():
     correct = np.array([[oracle.score(image, scene)["all_correct"] for image in images]
                         for images, scene in zip(full, scenes)])
 
-    embed_images, embed_text = unclip.clip.embedders()
-    text = np.asarray(embed_text(prompts))
-    per_draw = lambda score, images: np.stack([score(images[:, d]) for d in range(images.shape[1])], axis=1)
-    scores = {name: per_draw(lambda images: np.einsum("np,np->n", np.asarray(embed_images(images)), text), images)
+    draws = small.shape[1]
+    scores = {name: rerank.similarities(images, prompts, *unclip.clip.embedders())
               for name, images in (("clip_small", small), ("clip_full", full))}
     if (workdir / "captioner_descriptive" / "checkpoints").exists():
         captioner_config = trainer.run_config(workdir / "captioner_descriptive")
         task, params = dalle3.trained_captioner(captioner_config, workdir, "descriptive")
+        repeated = [prompt for prompt in prompts for _ in range(draws)]
         for name, images in (("captioner_small", small), ("captioner_full", full)):
-            scores[name] = per_draw(lambda batch: task.log_likelihood(params, batch, prompts), images)
+            scores[name] = task.log_likelihood(params, images.reshape(-1, *images.shape[2:]), repeated).reshape(
+                len(prompts), draws)
     np.savez_compressed(workdir / "reranker_scores.npz", full=full, correct=correct, **scores)
 
-    draws = small.shape[1]
     results = {f"best_of_{k}": {**{name: kept_share(s, correct, k) for name, s in scores.items()},
                                 "any": float(correct[:, :k].max(axis=1).mean())}
                for k in sorted({2 ** i for i in range(draws.bit_length())} | {draws})}

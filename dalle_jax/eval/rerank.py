@@ -10,6 +10,15 @@ EmbedImages = Callable[[np.ndarray], np.ndarray]  # uint8 [n, H, W, 3] -> normal
 EmbedText = Callable[[list[str]], np.ndarray]  # n prompts -> normalised [n, dim]
 
 
+def similarities(candidates: np.ndarray, prompts: list[str], embed_images: EmbedImages,
+                 embed_text: EmbedText) -> np.ndarray:
+    """CLIP's cosine between each candidate and its prompt: `[num_prompts, num_candidates]` for
+    `uint8 [num_prompts, num_candidates, H, W, 3]` candidates."""
+    num_prompts, num_candidates = candidates.shape[:2]
+    images = embed_images(candidates.reshape(-1, *candidates.shape[2:])).reshape(num_prompts, num_candidates, -1)
+    return np.einsum("pnd,pd->pn", images, embed_text(prompts))
+
+
 def rerank(candidates: np.ndarray, prompts: list[str], embed_images: EmbedImages, embed_text: EmbedText,
            keep: int) -> tuple[np.ndarray, np.ndarray]:
     """The `keep` candidates most similar to each prompt, best first.
@@ -19,11 +28,10 @@ def rerank(candidates: np.ndarray, prompts: list[str], embed_images: EmbedImages
     Returns:
       (`[num_prompts, keep, H, W, 3]` images, `[num_prompts, keep]` cosine similarities).
     """
-    num_prompts, num_candidates = candidates.shape[:2]
+    num_candidates = candidates.shape[1]
     if not 1 <= keep <= num_candidates:
         raise ValueError(f"keep must be between 1 and the {num_candidates} candidates, got {keep}")
-    images = embed_images(candidates.reshape(-1, *candidates.shape[2:])).reshape(num_prompts, num_candidates, -1)
-    similarity = np.einsum("pnd,pd->pn", images, embed_text(prompts))
+    similarity = similarities(candidates, prompts, embed_images, embed_text)
     best = np.argsort(-similarity, axis=1, kind="stable")[:, :keep]
     return (np.take_along_axis(candidates, best[:, :, None, None, None], axis=1),
             np.take_along_axis(similarity, best, axis=1))
