@@ -32,7 +32,7 @@ import tqdm
 from dalle_jax.data import pipeline
 from dalle_jax.eval import generation, oracle, rerank
 from dalle_jax.experiments import dalle3
-from dalle_jax.models.pixels import to_uint8, to_unit_range
+from dalle_jax.models.pixels import to_unit_range
 from dalle_jax.pipelines.unclip import Unclip
 from dalle_jax.train import trainer
 
@@ -66,9 +66,8 @@ def main():
 
     noise = jax.random.normal(jax.random.key(args.seed + 1), unclip.upsampler.noise_shape(small[:, 0].shape))
     start = time.perf_counter()
-    full = np.stack([np.asarray(to_uint8(unclip.upsampler.sample(
-        unclip.params["upsampler"], to_unit_range(small[:, d]), noise, jax.random.key(args.seed + 2))))
-        for d in tqdm.trange(small.shape[1], desc="upsampling draws", unit="draw")], axis=1)
+    full = np.stack([unclip.upsample(to_unit_range(small[:, d]), noise, jax.random.key(args.seed + 2))
+                     for d in tqdm.trange(small.shape[1], desc="upsampling draws", unit="draw")], axis=1)
     upsample_seconds = time.perf_counter() - start
     correct = np.array([[oracle.score(image, scene)["all_correct"] for image in images]
                         for images, scene in zip(full, scenes)])

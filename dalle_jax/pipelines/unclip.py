@@ -108,10 +108,13 @@ class Unclip:
                                  noise, decoder_key)
         if candidates > 1:
             low_res = self.best_by_clip(low_res, texts[::candidates], candidates)
-        high_res = self.upsampler.sample(self.params["upsampler"], low_res,
-                                         fresh(upsampler_noise_key, self.upsampler.noise_shape(low_res.shape)),
-                                         upsampler_key)
-        return np.asarray(to_uint8(high_res))
+        return self.upsample(low_res, fresh(upsampler_noise_key, self.upsampler.noise_shape(low_res.shape)),
+                             upsampler_key)
+
+    def upsample(self, low_res, noise, rng) -> np.ndarray:
+        """`uint8 [n, H, W, 3]`: the upsampler's images of `float [n, s, s, 3]` low-resolution
+        images in [-1, 1], from `noise` (`upsampler.noise_shape(low_res.shape)`)."""
+        return np.asarray(to_uint8(self.upsampler.sample(self.params["upsampler"], low_res, noise, rng)))
 
     # -- what users call -----------------------------------------------------------------
 
