@@ -34,7 +34,7 @@ Commands:
   text-diff             DALL·E 2: turn an --image's embedding from the first --prompt towards the second;
                         PNG to --out
   (eval on a config with task "unclip" scores unCLIP into --workdir/unclip_eval/PRIOR_SAMPLER_STEPS_GUIDANCE/;
-   --config.decoder.sample.candidates=N: CLIP keeps the best of N decoder draws per prompt, ..._bestN/)
+   CLIP keeps the best of decoder.sample.candidates (default 4) draws per prompt, ..._bestN/; 1 draws plainly)
 
 Examples:
   python run.py build-data --config configs/shapes_toy.py
