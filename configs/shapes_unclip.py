@@ -51,7 +51,7 @@ def get_config(variant: str = "default"):
         caption_dropout=0.1, num_candidates=2,  # diffusion: keep the better of 2 by dot product with the text
         pca_variance=0.99, num_buckets=1024,  # autoregressive
         **_diffusion("x0", "ddim", 64, "uniform"),
-        # 1,000 steps: its draws lie as near the true image embeddings as after 2,000 (README, "Paying for decoder steps").
+        # 1,000 steps: its draws lie as near the true embeddings as after 2,000 (README, "Paying for decoder steps").
         train=dict(steps=1_000, batch_size=64, log_every=100, save_every=1_000, eval_every=0),
         optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.01, ema_decay=0.999),
     )
