@@ -3,7 +3,10 @@
 Usage: python run.py COMMAND --config CONFIG[:VARIANT] [--workdir DIR] [--config.KEY=VALUE ...]
 
 Commands:
-  build-data            render the shapes data set (tfds, array_record) for the config
+  build-data            render the shapes data set (tfds, array_record) for the config; with
+                        --config.data.source=folder:DIR|webdataset:GLOB|parquet:GLOB, build the data set
+                        --config.data.name from your own images and captions (skipped files listed in
+                        DATA_DIR/image_text/NAME/1.0.0/build_report.json)
   show-data             write a PNG grid of examples with both captions (--split, --num, --out)
   check-oracle          score clean renders of every split with the oracle; JSON to stdout
   train-text-tokenizer  train the BPE text tokenizer on the training captions into --workdir
@@ -80,8 +83,16 @@ def _workdir() -> pathlib.Path:
 
 
 def build_data(config) -> None:
-    from dalle_jax.data import pipeline
+    from dalle_jax.data import ingest, pipeline
 
+    if pipeline.is_own_data(config.data):
+        try:
+            report = ingest.build(config.data)
+        except (ValueError, FileNotFoundError) as error:
+            sys.exit(f"error: {error}")
+        print(f"{ingest.dataset_dir(config.data)}: {ingest.summary(report)}, "
+              f"{report['images_per_second']} images/s; reasons and files in {ingest.REPORT} there")
+        return
     for split, source in pipeline.load_sources(config.data).items():
         print(f"{split}: {len(source)} examples")
 
@@ -92,8 +103,8 @@ def show_data(config) -> None:
 
     source = pipeline.load_sources(config.data)[FLAGS.split]
     examples = [source[i] for i in range(min(FLAGS.num, len(source)))]
-    labels = [f"{e['caption']} | alt: {e['alt_text']}" for e in examples]
-    out = FLAGS.out or f"shapes_{FLAGS.split}.png"
+    labels = [e["caption"] + (f" | alt: {e['alt_text']}" if "alt_text" in e else "") for e in examples]
+    out = FLAGS.out or f"{config.data.name.replace('/', '_')}_{FLAGS.split}.png"
     print(viz.save_grid(out, [e["image"] for e in examples], labels, columns=4, scale=3, label_lines=5))
 
 
@@ -186,7 +197,7 @@ def _trained_dalle(config):
     if FLAGS.rerank:  # CLIP chooses among plain samples, in place of the model's own likelihood
         config = config.copy_and_resolve_references()
         config.sample.candidates = 1
-    task = DalleTask.from_config(config, _workdir())
+    task = DalleTask.from_config(config, _workdir(), training=False)
     return task, _trained_params(config, task), jax.random.key(config.seed)
 
 
@@ -255,11 +266,21 @@ def evaluate(config) -> None:
         generate_batch = lambda prompts, key: task.generate(params, prompts, key)
         out_dir = _workdir()
         embedders = _clip_for_rerank() if FLAGS.rerank else _trained_clip()
-    report = generation.evaluate_text_to_image(
-        generate_batch, pipeline.load_sources(config.data), num_prompts=config.eval.num_prompts,
-        image_size=config.data.image_size, rng=rng, batch_size=config.sample.batch_size, clip_embedders=embedders,
-        rerank_candidates=FLAGS.rerank, out_dir=out_dir)
-    print(generation.markdown_table(report))
+    if pipeline.is_own_data(config.data):
+        if FLAGS.rerank:
+            raise app.UsageError("eval --rerank needs the shapes oracle; on your own data use generate --rerank N")
+        print(f"no oracle for {pipeline.source_name(config.data)}: reporting "
+              f"{'CLIP score and ' if embedders else ''}a grid of samples beside the true validation images")
+        generation.evaluate_on_captions(
+            generate_batch, pipeline.load_sources(config.data)["validation"], num_prompts=config.eval.num_prompts,
+            rng=rng, batch_size=config.sample.batch_size, clip_embedders=embedders, out_dir=out_dir)
+        print((out_dir / "eval.md").read_text())
+    else:
+        report = generation.evaluate_text_to_image(
+            generate_batch, pipeline.load_sources(config.data), num_prompts=config.eval.num_prompts,
+            image_size=config.data.image_size, rng=rng, batch_size=config.sample.batch_size, clip_embedders=embedders,
+            rerank_candidates=FLAGS.rerank, out_dir=out_dir)
+        print(generation.markdown_table(report))
     print(f"wrote {out_dir / 'eval.json'}")
 
 
@@ -271,16 +292,18 @@ def train_captioner(config) -> None:
     _train_task(config, CaptionerTask.from_config(config, _workdir()))
 
 
-def _read_image(path: str, image_size: int):
+def _read_image(path: str, config):
+    """An --image file as the models see it: RGB, shorter side to data.image_size, centre crop
+    (as `build-data` prepares a data set of your own)."""
     import numpy as np
-    from PIL import Image
+
+    from dalle_jax.data import images
 
     try:
-        image = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as error:
+        data = pathlib.Path(path).read_bytes()
+        image = images.square_rgb(data, config.data.image_size, max_pixels=config.data.max_pixels, upscale_small=True)
+    except (OSError, images.Rejected) as error:
         raise app.UsageError(f"cannot read image {path}: {error}")
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(image, np.uint8)
 
 
@@ -293,7 +316,7 @@ def caption(config) -> None:
     if not FLAGS.image:
         raise app.UsageError("caption needs at least one --image")
     task, params = dalle3.trained_captioner(config, _workdir(), FLAGS.mode or config.captioner.mode)
-    images = np.stack([_read_image(path, config.data.image_size) for path in FLAGS.image])
+    images = np.stack([_read_image(path, config) for path in FLAGS.image])
     for path, text in zip(FLAGS.image, task.caption(params, images, jax.random.key(config.seed))):
         print(f"{path}\t{text}")
 
@@ -374,17 +397,17 @@ def unclip_generate(config) -> None:
     _save_rows([images.reshape(-1, *images.shape[2:])], labels, "unclip_samples.png", max(FLAGS.num_samples, 4))
 
 
-def _images(count: int, command: str, image_size: int):
+def _images(count: int, command: str, config):
     if len(FLAGS.image) != count:
         raise app.UsageError(f"{command} needs exactly {count} --image file(s), got {len(FLAGS.image)}")
-    return [_read_image(path, image_size) for path in FLAGS.image]
+    return [_read_image(path, config) for path in FLAGS.image]
 
 
 def variations(config) -> None:
     import jax
 
     unclip = _unclip(config)
-    (image,) = _images(1, "variations", config.data.image_size)
+    (image,) = _images(1, "variations", config)
     out = unclip.variations(image, FLAGS.num_samples, jax.random.key(config.seed))
     _save_rows([image[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
                "variations.png", FLAGS.num_samples + 1)
@@ -394,7 +417,7 @@ def interpolate(config) -> None:
     import jax
 
     unclip = _unclip(config)
-    a, b = _images(2, "interpolate", config.data.image_size)
+    a, b = _images(2, "interpolate", config)
     out = unclip.interpolate(a, b, FLAGS.num_samples, jax.random.key(config.seed))
     fractions = [i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
     _save_rows([a[None], out, b[None]], ["first"] + [f"slerp {f:.2f}" for f in fractions] + ["second"],
@@ -405,7 +428,7 @@ def text_diff(config) -> None:
     import jax
 
     unclip = _unclip(config)
-    (image,) = _images(1, "text-diff", config.data.image_size)
+    (image,) = _images(1, "text-diff", config)
     if len(FLAGS.prompt) != 2:
         raise app.UsageError("text-diff needs two --prompt: the description now, then the target description")
     out = unclip.text_diff(image, *FLAGS.prompt, FLAGS.num_samples, jax.random.key(config.seed))

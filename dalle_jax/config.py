@@ -131,6 +131,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.seed = 0
     c.data.num_objects_probs = (0.4, 0.4, 0.2)
     c.data.worker_count = 0  # grain worker processes; 0 reads in the main process
+    # Your own images and captions (data/ingest.py): KIND:PATH with KIND folder, webdataset or parquet.
+    # When set, `data.name` names the data set, built once as DATA_DIR/image_text/NAME.
+    c.data.source = ""
+    c.data.validation_fraction = 0.01  # of the keys, by hash: a rebuild gives the same split
+    c.data.upscale_small = False  # keep images whose shorter side is under image_size / 2 (else skipped)
+    c.data.max_pixels = 89_478_485  # larger images are skipped (Pillow's decompression-bomb limit)
+    c.data.image_format = "jpeg"  # how images are stored: jpeg or png (docs/data.md measures both)
+    c.data.jpeg_quality = 95
+    c.data.image_column = ""  # parquet: "" picks jpg, png, webp, image or img
+    c.data.caption_column = ""  # parquet: "" picks txt, caption or text
+    c.data.key_column = ""  # parquet: "" uses key if present, else FILE:ROW
+    c.data.build_workers = -1  # processes decoding images while building: -1 every core, 0 this process alone
 
     c.text = ml_collections.ConfigDict()
     c.text.vocab_size = 512  # an upper bound: small corpora give fewer pieces

@@ -132,7 +132,9 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
 
     image = tmp_path / "shape.png"
     Image.fromarray(shapes.make_example(0, "validation", 0, image_size=32)["image"]).save(image)
-    out = run("caption", *common, "--mode", "descriptive", "--image", str(image)).stdout
+    no_data = [arg if not arg.startswith("--config.data.data_dir=") else "--config.data.data_dir=/nonexistent"
+               for arg in common]  # captioning needs the work dir alone
+    out = run("caption", *no_data, "--mode", "descriptive", "--image", str(image)).stdout
     assert out.startswith(f"{image}\t")
     missing = run("caption", *common, "--image", str(tmp_path / "nope.png"), check=False)
     assert missing.returncode != 0 and "cannot read image" in missing.stderr and "nope.png" in missing.stderr
@@ -144,7 +146,8 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
 
     config = trainer.run_config(tmp_path / "captioner_descriptive")
     task, params = dalle3.trained_captioner(config, tmp_path, "descriptive")
-    images, texts = task.eval_images[:2], ["a small red circle", "a large blue square"]
+    images = np.stack([shapes.make_example(0, "validation", i, image_size=32)["image"] for i in range(2)])
+    texts = ["a small red circle", "a large blue square"]
     scores = task.log_likelihood(params, images, texts)
     captions = task.text_tokenizer.encode(texts, config.text.max_length)
     features = task.image_features(params["image_encoder"], images)
@@ -154,6 +157,51 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
         end = list(caption).index(EOS_ID)
         np.testing.assert_allclose(scores[i], sum(log_probs[i, j, caption[j]] for j in range(end + 1)), rtol=1e-4)
     assert np.all(scores < 0)
+
+
+def test_own_images_folder_to_dalle_samples_and_a_work_dir_that_stands_alone(tmp_path):
+    """A folder of the user's images (every mode and format, broken files among them) through
+    build-data, both tokenizers, the transformer and generate; then the work dir alone, copied
+    where the data set is not, still generates."""
+    from tests.data import own_data
+
+    expected = own_data.write_folder(tmp_path / "photos")
+    common = ["--config", "configs/own_data_dalle.py:tiny", f"--config.data.source=folder:{tmp_path / 'photos'}",
+              "--config.data.name=photos", f"--config.data.data_dir={tmp_path / 'data'}",
+              "--workdir", str(tmp_path / "run"), "--config.train.progress_bar=false"]
+    built = run("build-data", *common).stdout
+    assert f"skipped {sum(expected['bad'].values())} (" in built and "build_report.json" in built
+    for command in ("train-text-tokenizer", "train-image-tokenizer", "train"):
+        run(command, *common)
+    run("generate", *common, "--prompt", "a picture called rgb", "--num-samples", "2", "--out", str(tmp_path / "a.png"))
+    assert Image.open(tmp_path / "a.png").size[0] > 2 * 32 * 3
+    printed = run("eval", *common).stdout
+    assert "no oracle for image_text/photos" in printed
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    built = json.loads((tmp_path / "data" / "image_text" / "photos" / "1.0.0" / "build_report.json").read_text())
+    assert report["validation"]["n"] == min(4, built["examples"]["validation"])
+    assert "clip_score" not in report["validation"]  # no CLIP in the work dir
+    assert (tmp_path / "run" / "eval_validation.png").exists()
+
+    shutil.copytree(tmp_path / "run", tmp_path / "elsewhere", ignore=shutil.ignore_patterns("image_tokens"))
+    shutil.rmtree(tmp_path / "data")
+    alone = ["--config", "configs/own_data_dalle.py:tiny", "--workdir", str(tmp_path / "elsewhere"),
+             f"--config.data.data_dir={tmp_path / 'nowhere'}"]
+    run("generate", *alone, "--prompt", "a picture called rgb", "--num-samples", "2", "--out", str(tmp_path / "b.png"))
+    assert Image.open(tmp_path / "b.png").size == Image.open(tmp_path / "a.png").size
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_build_data_with_no_usable_image_fails_clearly(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.png").write_text("not a picture")
+    (tmp_path / "empty" / "a.txt").write_text("a caption")
+    result = run("build-data", "--config", "configs/own_data_dalle.py:tiny",
+                 f"--config.data.source=folder:{tmp_path / 'empty'}", f"--config.data.data_dir={tmp_path}",
+                 check=False)
+    assert result.returncode != 0
+    assert "no usable example" in result.stderr and "not_an_image" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unclip_pipeline_end_to_end(tmp_path):
@@ -179,7 +227,8 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     for i in range(2):
         Image.fromarray(validation[i]["image"]).save(tmp_path / f"image{i}.png")
     image0, image1 = ["--image", str(tmp_path / "image0.png")], ["--image", str(tmp_path / "image1.png")]
-    run("variations", *common, *image0, "--num-samples", "3")
+    no_data = [*common[:2], "--config.data.data_dir=/nonexistent", *common[3:]]  # sampling needs the work dir alone
+    run("variations", *no_data, *image0, "--num-samples", "3")
     run("interpolate", *common, *image0, *image1, "--num-samples", "3")
     run("text-diff", *common, *image0, "--prompt", "a red circle", "--prompt", "a blue circle", "--num-samples", "2")
     widths = {name: Image.open(tmp_path / name).size[0] for name in

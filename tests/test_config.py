@@ -45,3 +45,25 @@ def test_missing_file_and_locked_config():
 def test_override_needs_equals():
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides(base_config(), ["train.steps"])
+
+
+SHIPPED = {"shapes_toy": ("default", "tiny"), "shapes_dalle": ("default", "demo", "tiny", "paper"),
+           "shapes_clip": ("default", "tiny"), "shapes_unclip": ("default", "tiny"),
+           "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "tiny"), "own_data_unclip": ("default",)}
+
+
+def test_every_shipped_config_loads_in_every_variant():
+    assert set(SHIPPED) == {p.stem for p in (REPO / "configs").glob("*.py")}
+    for name, variants in SHIPPED.items():
+        for variant in variants:
+            assert load_config(str(REPO / f"configs/{name}.py:{variant}")).task
+
+
+def test_own_data_configs_are_256_px_with_a_32_by_32_token_grid():
+    from dalle_jax.tasks.decoder import UpsamplerTask
+
+    dalle = load_config(str(REPO / "configs/own_data_dalle.py"))
+    assert dalle.data.image_size == 256 and dalle.data.image_size // 2 ** len(dalle.image_tokenizer.channels) == 32
+    unclip = load_config(str(REPO / "configs/own_data_unclip.py"))
+    assert unclip.data.image_size == 256 and unclip.decoder.image_size == 64
+    assert UpsamplerTask.from_config(unclip).factor == 4  # 64 → 256; the sizes are checked there

@@ -16,9 +16,10 @@ import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 from jax.experimental import multihost_utils
 
-from dalle_jax.data import tfds_shapes
+from dalle_jax.data import ingest, tfds_shapes
 
 Example = Mapping[str, Any]
 Batch = dict[str, np.ndarray]
@@ -26,6 +27,8 @@ Batch = dict[str, np.ndarray]
 
 def source_name(data_config) -> str:
     """The tfds name (`name/config`) that `load_sources` reads for `config.data`."""
+    if is_own_data(data_config):
+        return f"{ingest.BUILDER}/{data_config.name}"
     if data_config.name != "shapes":
         return data_config.name
     return f"shapes/{tfds_shapes.ShapesConfig(**_shapes_kwargs(data_config)).name}"
@@ -37,12 +40,26 @@ def _shapes_kwargs(data_config) -> dict:
                 seed=data_config.seed, num_objects_probs=tuple(data_config.num_objects_probs))
 
 
-def load_sources(data_config) -> dict[str, Any]:
+def is_own_data(data_config) -> bool:
+    """Whether `config.data` is a user's images and captions (`ingest.py`): `data.source` set."""
+    return bool(data_config.get("source"))
+
+
+def load_sources(data_config, *, decode_images: bool = True) -> dict[str, Any]:
     """Random-access sources by split for `config.data`.
 
-    `data_config.name == "shapes"` renders the procedural data set (once, on process 0);
-    any other name is a tfds data set already prepared as array_record in `data_dir`.
+    With `data.source` set, the user's images and captions built by `ingest.build` as
+    `image_text/NAME` (built on first use, on process 0); else `data.name == "shapes"` renders
+    the procedural data set (once, on process 0); any other name is a tfds data set already
+    prepared as array_record in `data_dir`. Images come back decoded (`uint8 [H, W, 3]`), or,
+    with `decode_images=False`, as the stored bytes of a data set that stores them encoded.
     """
+    if is_own_data(data_config):
+        if jax.process_count() > 1:
+            if jax.process_index() == 0:
+                ingest.build(data_config)
+            multihost_utils.sync_global_devices("image_text data set built")
+        return {split: TextDecoded(source) for split, source in ingest.load(data_config, decode_images).items()}
     if data_config.name != "shapes":
         sources = tfds.data_source(data_config.name, data_dir=data_config.data_dir)
         return {split: TextDecoded(source) for split, source in sources.items()}
@@ -55,16 +72,18 @@ def load_sources(data_config) -> dict[str, Any]:
 
 
 class TextDecoded:
-    """A random-access source whose `bytes` features (tfds `Text`) come back as `str`."""
+    """A random-access source whose tfds `Text` features come back as `str`."""
 
     def __init__(self, source):
         self._source = source
+        self._text = {k for k, f in self.features.items() if isinstance(f, tfds.features.Text)}
 
     def __len__(self) -> int:
         return len(self._source)
 
     def __getitem__(self, index: int) -> dict:
-        return {k: v.decode() if isinstance(v, bytes) else v for k, v in self._source[index].items()}
+        return {k: v.decode() if k in self._text and isinstance(v, bytes) else v
+                for k, v in self._source[index].items()}
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -107,6 +126,8 @@ class ShardedBatches:
         dataset = dataset.random_map(preprocess).batch(global_batch_size // num_hosts, drop_remainder=True)
         iter_dataset = dataset.to_iter_dataset()
         if worker_count > 0:
+            if not flags.FLAGS.is_parsed():  # grain's workers read absl flags: defaults outside run.py (notebooks, tests)
+                flags.FLAGS.mark_as_parsed()
             iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
         self._iterator = iter(iter_dataset)
         self._sharding = sharding

@@ -60,6 +60,39 @@ def markdown_table(report: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def evaluate_on_captions(generate_batch: Callable[[list[str], jax.Array], np.ndarray], source, *, num_prompts: int,
+                         rng: jax.Array, batch_size: int, clip_embedders=None,
+                         out_dir: str | pathlib.Path | None = None) -> dict:
+    """What applies to a data set with no oracle: images for the first `num_prompts`
+    validation captions, their mean CLIP score against those captions (when a CLIP is given),
+    beside the true images' CLIP score as the ceiling. With `out_dir`, writes `eval.json`,
+    `eval.md`, `eval_validation.npz` and `eval_validation.png` (each true image beside its sample)."""
+    examples = [source[i] for i in range(min(num_prompts, len(source)))]
+    if not examples:
+        raise ValueError("the validation split is empty: nothing to evaluate against")
+    prompts = [e["caption"] for e in examples]
+    images = generate_candidates(lambda batch_prompts, batch: generate_batch(batch_prompts, jax.random.fold_in(rng, batch)),
+                                 prompts, batch_size=batch_size, desc="eval validation")[:, 0]
+    truth = np.stack([e["image"] for e in examples])
+    report = {"validation": {"n": len(prompts)}}
+    if clip_embedders is not None:
+        report["validation"]["clip_score"] = float(rerank.clip_scores(images, prompts, *clip_embedders).mean())
+        report["validation"]["clip_score_true_images"] = float(rerank.clip_scores(truth, prompts, *clip_embedders).mean())
+    if out_dir is not None:
+        out_dir = pathlib.Path(out_dir)
+        np.savez_compressed(out_dir / "eval_validation.npz", images=images, prompts=np.array(prompts))
+        pairs = [image for pair in zip(truth[:16], images[:16]) for image in pair]
+        labels = [label for p in prompts[:16] for label in (f"true: {p}", f"sample: {p}")]
+        viz.save_grid(out_dir / "eval_validation.png", pairs, labels, columns=8, scale=max(1, 128 // truth.shape[1]),
+                      label_lines=4)
+        (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+        rows = [f"| validation | {v['n']} | " + " | ".join(f"{v[k]:.1f}" if k in v else "–" for k in
+                ("clip_score", "clip_score_true_images")) + " |" for v in report.values()]
+        (out_dir / "eval.md").write_text("| split | n | CLIP score | CLIP score of the true images |\n|---|---|---|---|\n"
+                                         + "\n".join(rows) + "\n")
+    return report
+
+
 def evaluate_text_to_image(generate_batch: Callable[[list[str], jax.Array], np.ndarray], sources: dict, *,
                            num_prompts: int, image_size: int, rng: jax.Array, batch_size: int,
                            clip_embedders=None, rerank_candidates: int = 0, out_dir: str | pathlib.Path | None = None,

@@ -65,7 +65,7 @@ def clip_config(config) -> ml_collections.ConfigDict:
 def trained_captioner(config, workdir: pathlib.Path, mode: str):
     """(task, params) of the captioner trained in `workdir/captioner_MODE`."""
     staged = captioner_config(config, mode)
-    task = CaptionerTask.from_config(staged, workdir)
+    task = CaptionerTask.from_config(staged, workdir, training=False)
     return task, trainer.load_variables(staged, workdir / task.name, task)["params"]
 
 
@@ -98,12 +98,18 @@ def recaption_data(config, workdir: pathlib.Path, mode: str) -> dict:
     out_dir = workdir / "recaption" / mode
     chunk_size = config.recaption.chunk_size
     throughput = recaption.write_captions(caption_fn, sources, out_dir, chunk_size=chunk_size)
-    recaption.build_recaptioned(workdir / "data", recaptioned_name(config.data, mode), sources, out_dir, chunk_size)
+    # Written from the stored examples as they are (a data set of your own keeps its JPEG bytes).
+    recaption.build_recaptioned(workdir / "data", recaptioned_name(config.data, mode),
+                                pipeline.load_sources(config.data, decode_images=False), out_dir, chunk_size)
     validation = sources["validation"]
-    scenes = [shapes.Scene.from_features(validation[i], config.data.image_size) for i in range(len(validation))]
     written = recaption.read_captions(out_dir, "validation", len(validation), chunk_size)
-    report = {"mode": mode, "throughput": throughput, "quality": captions.caption_quality(written, scenes),
-              "examples": [{"truth": validation[i]["caption"], "synthetic": written[i]} for i in range(8)]}
+    quality = None  # scored against the truth: the shapes data set's alone
+    if not pipeline.is_own_data(config.data):
+        scenes = [shapes.Scene.from_features(validation[i], config.data.image_size) for i in range(len(validation))]
+        quality = captions.caption_quality(written, scenes)
+    report = {"mode": mode, "throughput": throughput, "quality": quality,
+              "examples": [{"truth": validation[i]["caption"], "synthetic": written[i]}
+                           for i in range(min(8, len(validation)))]}
     (out_dir / "quality.json").write_text(json.dumps(report, indent=2))
     shown = range(min(16, len(validation)))
     viz.save_grid(out_dir / "validation_captions.png", [validation[i]["image"] for i in shown],
@@ -118,6 +124,7 @@ def arm_config(config, workdir: pathlib.Path, arm: str) -> ml_collections.Config
     staged.train.steps = config.experiment.dalle_steps
     staged.text.caption_field = "alt_text"
     if arm != "alt":
+        staged.data.source = ""  # the recaptioned copy, not the source it was built from
         staged.data.name = f"{recaption.NAME}/{recaptioned_name(config.data, arm)}"
         staged.data.data_dir = str(workdir / "data")
         staged.text.synthetic_caption_field = recaption.CAPTION_FEATURE

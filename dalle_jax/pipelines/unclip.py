@@ -61,7 +61,8 @@ class Unclip:
     @classmethod
     def load(cls, config, workdir: str | pathlib.Path) -> "Unclip":
         workdir = pathlib.Path(workdir)
-        tasks = {"prior": PriorTask.from_config(config, workdir), "decoder": DecoderTask.from_config(config, workdir),
+        tasks = {"prior": PriorTask.from_config(config, workdir, training=False),
+                 "decoder": DecoderTask.from_config(config, workdir, training=False),
                  "upsampler": UpsamplerTask.from_config(config, workdir)}
         for task in tasks.values():
             if not (workdir / task.name / "checkpoints").exists():

@@ -42,9 +42,10 @@ def image_encoder_parts(pooled: bool) -> tuple[str, ...]:
 
 
 def target_caption(example: dict, mode: str, image_size: int) -> str:
-    """The caption a mode learns to write for an example."""
+    """The caption a mode learns to write for an example. A data set of your own has one
+    caption per image, which is its alt text."""
     if mode == "alt":
-        return example["alt_text"]
+        return example["alt_text"] if "alt_text" in example else example["caption"]
     if mode == "short":
         return shapes.short_caption(shapes.Scene.from_features(example, image_size))
     if mode == "descriptive":
@@ -78,11 +79,14 @@ class CaptionerTask:
     config: Any
     workdir: pathlib.Path
     name: str
-    eval_images: np.ndarray  # uint8 [n, H, W, 3]: the validation images whose captions `evaluate` scores
-    eval_scenes: list  # their ground-truth scenes
+    eval_images: np.ndarray | None  # uint8 [n, H, W, 3]: the validation images whose captions `evaluate` scores
+    eval_scenes: list  # their ground-truth scenes (shapes only)
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path) -> "CaptionerTask":
+    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "CaptionerTask":
+        """The captioner of `config` over the work dir's CLIP. `training` reads the validation
+        scenes that `evaluate` scores (shapes only); without it the task only captions, and
+        needs no data."""
         workdir = pathlib.Path(workdir)
         mode = config.captioner.mode
         if mode not in MODES:
@@ -91,11 +95,17 @@ class CaptionerTask:
         image_params = {k: trained_clip.params[k] for k in image_encoder_parts(config.captioner.pooled_features)}
         text_tokenizer = TextTokenizer.load(workdir)
         model = build_captioner(config, text_tokenizer.vocab_size, patch_grid_size(config, trained_clip.task.config))
-        validation = pipeline.load_sources(config.data)["validation"]
-        examples = [validation[i] for i in range(min(config.captioner.eval_images, len(validation)))]
+        images, scenes = None, []
+        if training and pipeline.is_own_data(config.data) and mode != "alt":
+            raise ValueError(f"captioner mode {mode!r} learns from the shapes data set's ground truth; on a data set "
+                             "of your own, train mode 'alt' (its captions)")
+        if training and not pipeline.is_own_data(config.data):
+            validation = pipeline.load_sources(config.data)["validation"]
+            examples = [validation[i] for i in range(min(config.captioner.eval_images, len(validation)))]
+            images = np.stack([e["image"] for e in examples])
+            scenes = [shapes.Scene.from_features(e, config.data.image_size) for e in examples]
         return cls(model, trained_clip.model, image_params, text_tokenizer, config, workdir, f"captioner_{mode}",
-                   np.stack([e["image"] for e in examples]),
-                   [shapes.Scene.from_features(e, config.data.image_size) for e in examples])
+                   images, scenes)
 
     @property
     def mode(self) -> str:
@@ -150,6 +160,8 @@ class CaptionerTask:
         """Recall of each kind of fact (and precision over all) in the captions of the
         validation examples, against the truth; logged every `train.eval_every` steps."""
         del model_state
+        if not self.eval_scenes:  # no ground truth to score against
+            return {}
         quality = caption_quality(self.caption(params, self.eval_images, jax.random.key(self.config.seed)),
                                   self.eval_scenes)
         return {**{f"{fact}_recall": quality[fact]["recall"] for fact in FACTS},

@@ -13,10 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from dalle_jax.data import pipeline
-from dalle_jax.data.cache import cached_array
+from dalle_jax.data.cache import cached_rows
 from dalle_jax.eval import clip_metrics
 from dalle_jax.models import clip
 from dalle_jax.text.tokenizer import TextTokenizer
@@ -40,14 +39,18 @@ class ClipTask:
     model: clip.CLIP
     text_tokenizer: TextTokenizer
     config: Any
-    eval_examples: list  # validation examples for `evaluate`
+    eval_examples: list  # validation examples for `evaluate` (none when built only to embed)
     name: str = "clip"
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path) -> "ClipTask":
+    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "ClipTask":
+        """The CLIP of `config`; `training` reads the validation examples that `evaluate` scores,
+        without it the task only embeds, and needs no data."""
         text_tokenizer = TextTokenizer.load(workdir)
-        validation = pipeline.load_sources(config.data)["validation"]
-        examples = [validation[i] for i in range(min(config.eval.num_examples, len(validation)))]
+        examples = []
+        if training:
+            validation = pipeline.load_sources(config.data)["validation"]
+            examples = [validation[i] for i in range(min(config.eval.num_examples, len(validation)))]
         return cls(build_clip(config, text_tokenizer.vocab_size), text_tokenizer, config, examples)
 
     @functools.cached_property
@@ -102,7 +105,7 @@ class TrainedClip:
     def load(cls, workdir: str | pathlib.Path) -> "TrainedClip":
         workdir = pathlib.Path(workdir)
         config = trainer.run_config(workdir / "clip", f"; run `python run.py train-clip --workdir {workdir}` first")
-        task = ClipTask.from_config(config, workdir)
+        task = ClipTask.from_config(config, workdir, training=False)
         step = checkpoint.latest_step(workdir / "clip" / "checkpoints")
         return cls(task, trainer.load_variables(config, workdir / "clip", task)["params"], step, workdir)
 
@@ -120,12 +123,11 @@ class TrainedClip:
         path = (self.workdir / "clip_embeddings" / f"{split}_{what}_n{len(source)}_clip_step{self.step}.npy")
         embed_images, embed_text = self.embedders()
 
-        def compute():
-            chunks = []
-            for begin in tqdm.trange(0, len(source), 1024, desc=f"CLIP-embed {split} {what}", unit="chunk"):
-                examples = [source[i] for i in range(begin, min(begin + 1024, len(source)))]
-                chunks.append(embed_images(np.stack([e["image"] for e in examples])) if what == "image"
-                              else embed_text([e[what] for e in examples]))
-            return np.concatenate(chunks).astype(np.float32)
+        def compute(begin: int, end: int) -> np.ndarray:
+            examples = [source[i] for i in range(begin, end)]
+            embeddings = (embed_images(np.stack([e["image"] for e in examples])) if what == "image"
+                          else embed_text([e[what] for e in examples]))
+            return embeddings.astype(np.float32)
 
-        return cached_array(path, compute)
+        return cached_rows(path, len(source), compute, desc=f"CLIP-embed {split} {what}",
+                           unit="image" if what == "image" else "caption")

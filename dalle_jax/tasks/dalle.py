@@ -21,11 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from dalle_jax.config import stage_config
 from dalle_jax.data import pipeline
-from dalle_jax.data.cache import cached_array
+from dalle_jax.data.cache import cached_rows
 from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens, teacher_forced_logits
 from dalle_jax.nn import masks
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
@@ -33,21 +32,19 @@ from dalle_jax.text.tokenizer import TextTokenizer
 from dalle_jax.train import checkpoint, trainer
 
 
-def encode_images(tokenizer: nn.Module, variables: dict, source, batch_size: int = 256, desc: str = "") -> np.ndarray:
-    """Image tokens `int32 [len(source), h * w]` of every example of a source."""
+def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, variables, tokenizer_step: int,
+                        batch_size: int = 256) -> np.ndarray:
+    """Image tokens `int32 [len(source), h * w]` of every example of a split, encoded once per
+    tokenizer checkpoint and kept on disk (resumable, and split across processes: `cached_rows`)."""
     encode = jax.jit(lambda images: tokenizer.apply(variables, images, method="encode"))
-    chunks = []
-    for begin in tqdm.trange(0, len(source), batch_size, desc=desc or "encode images", unit="batch"):
-        images = np.stack([source[i]["image"] for i in range(begin, min(begin + batch_size, len(source)))])
-        codes = np.asarray(encode(images))
-        chunks.append(codes.reshape(len(images), -1))
-    return np.concatenate(chunks).astype(np.int32)
 
+    def encode_rows(begin: int, end: int) -> np.ndarray:
+        codes = [np.asarray(encode(np.stack([source[i]["image"] for i in range(b, min(b + batch_size, end))])))
+                 for b in range(begin, end, batch_size)]
+        return np.concatenate([c.reshape(len(c), -1) for c in codes]).astype(np.int32)
 
-def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, variables, tokenizer_step: int) -> np.ndarray:
-    """`encode_images` of a split, computed once per tokenizer checkpoint and kept on disk."""
     path = workdir / "image_tokens" / f"{split}_n{len(source)}_tokenizer_step{tokenizer_step}.npy"
-    return cached_array(path, lambda: encode_images(tokenizer, variables, source, desc=f"encode {split} images"))
+    return cached_rows(path, len(source), encode_rows, chunk_size=4 * batch_size, desc=f"encode {split} images")
 
 
 def training_caption(example: dict, text_config, rng: np.random.Generator) -> str:
@@ -74,12 +71,14 @@ class DalleTask:
     text_tokenizer: TextTokenizer
     image_tokenizer: nn.Module
     image_tokenizer_variables: Any
-    train_image_tokens: np.ndarray  # [num_train, num_image_tokens], row i = train example i
+    train_image_tokens: np.ndarray | None  # [num_train, num_image_tokens], row i = train example i; None: sampling only
     config: Any
     name: str = "dalle"
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path) -> "DalleTask":
+    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "DalleTask":
+        """The task of `config` with the work dir's tokenizers. `training` encodes the training
+        images to tokens (once, cached); without it the task only samples, and needs no data."""
         workdir = pathlib.Path(workdir)
         text_tokenizer = TextTokenizer.load(workdir)
         tokenizer_config = stage_config(config, "image_tokenizer")
@@ -90,8 +89,10 @@ class DalleTask:
             raise FileNotFoundError(f"no image tokenizer in {tokenizer_dir}; run `python run.py "
                                     f"train-image-tokenizer --workdir {workdir}` first")
         variables = trainer.load_variables(tokenizer_config, tokenizer_dir, tokenizer_task)
-        source = pipeline.load_sources(config.data)["train"]
-        tokens = cached_image_tokens(workdir, "train", source, tokenizer_task.model, variables, step)
+        tokens = None
+        if training:
+            source = pipeline.load_sources(config.data)["train"]
+            tokens = cached_image_tokens(workdir, "train", source, tokenizer_task.model, variables, step)
         factor = 2 ** len(config.image_tokenizer.channels)
         grid = (config.data.image_size // factor,) * 2
         model = build_transformer(config, text_tokenizer.vocab_size, grid)

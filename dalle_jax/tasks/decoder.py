@@ -76,15 +76,19 @@ class DecoderTask:
     model: Decoder
     schedule: schedules.NoiseSchedule
     text_tokenizer: TextTokenizer
-    train_image_embeddings: np.ndarray  # [num_train, P], row i = train example i
+    train_image_embeddings: np.ndarray | None  # [num_train, P], row i = train example i; None: sampling only
     config: Any
     name: str = "decoder"
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path) -> "DecoderTask":
+    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "DecoderTask":
+        """The decoder of `config`; `training` CLIP-embeds the training images (once, cached) with
+        the work dir's CLIP, without it the task only samples, and needs no data."""
         text_tokenizer = TextTokenizer.load(workdir)
-        trained_clip = TrainedClip.load(workdir)
-        embeddings = trained_clip.cached_embeddings("train", pipeline.load_sources(config.data)["train"], "image")
+        embeddings = None
+        if training:
+            trained_clip = TrainedClip.load(workdir)
+            embeddings = trained_clip.cached_embeddings("train", pipeline.load_sources(config.data)["train"], "image")
         m = config.decoder.model
         caption_encoder = TextEncoder(vocab_size=text_tokenizer.vocab_size, length=config.text.max_length,
                                       embed_dim=m.text_width, depth=m.text_depth, num_heads=m.num_heads,

@@ -48,8 +48,9 @@ class PriorTask:
     kind: str
     model: nn.Module  # DiffusionPrior or DalleTransformer
     text_tokenizer: TextTokenizer
-    train_image_embeddings: np.ndarray  # [num_train, P]
-    train_text_embeddings: np.ndarray  # [num_train, P], of each example's caption
+    train_image_embeddings: np.ndarray | None  # [num_train, P]; None: sampling only
+    train_text_embeddings: np.ndarray | None  # [num_train, P], of each example's caption
+    embedding_dim: int  # P, CLIP's projection
     config: Any
     name: str
     schedule: schedules.NoiseSchedule | None = None  # diffusion
@@ -57,38 +58,46 @@ class PriorTask:
     train_codes: np.ndarray | None = None  # autoregressive: [num_train, K]
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path) -> "PriorTask":
+    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "PriorTask":
+        """The prior of `config` over the work dir's CLIP. `training` CLIP-embeds the training
+        set (once, cached) and fits the autoregressive prior's PCA to it (saved as `pca.npz`);
+        without it the task only samples, reads that `pca.npz`, and needs no data."""
         workdir = pathlib.Path(workdir)
         p = config.prior
         if p.kind not in KINDS:
             raise ValueError(f"prior.kind must be one of {KINDS}, got {p.kind!r}")
         text_tokenizer = TextTokenizer.load(workdir)
         trained_clip = TrainedClip.load(workdir)
-        source = pipeline.load_sources(config.data)["train"]
-        image_embeddings = trained_clip.cached_embeddings("train", source, "image")
-        text_embeddings = trained_clip.cached_embeddings("train", source, config.text.caption_field)
         m, name = p.model, f"prior_{p.kind}"
+        image_embeddings = text_embeddings = None
+        if training:
+            source = pipeline.load_sources(config.data)["train"]
+            image_embeddings = trained_clip.cached_embeddings("train", source, "image")
+            text_embeddings = trained_clip.cached_embeddings("train", source, config.text.caption_field)
         common = dict(kind=p.kind, text_tokenizer=text_tokenizer, train_image_embeddings=image_embeddings,
-                      train_text_embeddings=text_embeddings, config=config, name=name)
+                      train_text_embeddings=text_embeddings, embedding_dim=trained_clip.model.projection_dim,
+                      config=config, name=name)
         if p.kind == "diffusion":
             model = DiffusionPrior(vocab_size=text_tokenizer.vocab_size, caption_length=config.text.max_length,
                                    width=m.width, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
                                    mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
             return cls(model=model, schedule=schedule_of(p), **common)
-        pca = PcaBuckets.fit(image_embeddings, variance=p.pca_variance, num_buckets=p.num_buckets)
-        if jax.process_index() == 0:
-            (workdir / name).mkdir(parents=True, exist_ok=True)
-            pca.save(workdir / name / "pca.npz")
+        pca_file = workdir / name / "pca.npz"
+        if training:
+            pca = PcaBuckets.fit(image_embeddings, variance=p.pca_variance, num_buckets=p.num_buckets)
+            if jax.process_index() == 0:
+                pca_file.parent.mkdir(parents=True, exist_ok=True)
+                pca.save(pca_file)
+        elif pca_file.exists():
+            pca = PcaBuckets.load(pca_file)
+        else:
+            raise FileNotFoundError(f"no {pca_file}: train the autoregressive prior first (python run.py train-prior)")
         model = DalleTransformer(
             text_vocab_size=text_tokenizer.vocab_size, image_vocab_size=p.num_buckets,
             text_length=config.text.max_length, grid_size=(1, pca.num_components), embed_dim=m.width, depth=m.depth,
             num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim, attention_kinds=("full",) * m.depth,
             text_condition=True, dtype=jnp.dtype(m.dtype))
-        return cls(model=model, pca=pca, train_codes=pca.encode(image_embeddings), **common)
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.train_image_embeddings.shape[1]
+        return cls(model=model, pca=pca, train_codes=pca.encode(image_embeddings) if training else None, **common)
 
     # -- training ------------------------------------------------------------------------
 

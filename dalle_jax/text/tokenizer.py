@@ -84,5 +84,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
 
 
 def train_from_source(source, vocab_size: int, fields: Sequence[str] = ("caption", "alt_text")) -> TextTokenizer:
-    """`train_tokenizer` on the `fields` captions of every example of a random-access source."""
+    """`train_tokenizer` on the `fields` captions (those the examples have) of every example of a
+    random-access source."""
+    fields = [field for field in fields if field in source[0]]
     return train_tokenizer((source[i][field] for i in range(len(source)) for field in fields), vocab_size)

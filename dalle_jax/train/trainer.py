@@ -130,8 +130,25 @@ def sharded_state_layout(config, task: Task, optimizer, example: dict, mesh: jax
     return init, shardings, abstract
 
 
+EXAMPLE_SPEC = "example_spec.json"
+
+
 def _example(task: Task, source) -> dict:
     return task.preprocess(source[0], np.random.default_rng(0))
+
+
+def example_spec(example: dict) -> dict:
+    """The shape and dtype of each array of a preprocessed example, as JSON data."""
+    return {k: {"shape": list(np.shape(v)), "dtype": np.asarray(v).dtype.name} for k, v in example.items()}
+
+
+def saved_example(config, run_dir: pathlib.Path, task: Task) -> dict:
+    """Zeros shaped like one preprocessed example of the run: from the `example_spec.json` its
+    training wrote, so inference needs no data set; runs saved before it preprocess one."""
+    spec_file = run_dir / EXAMPLE_SPEC
+    if not spec_file.exists():
+        return _example(task, pipeline.load_sources(config.data)["train"])
+    return {k: np.zeros(v["shape"], v["dtype"]) for k, v in json.loads(spec_file.read_text()).items()}
 
 
 def run_config(run_dir: str | pathlib.Path, hint: str = "") -> ml_collections.ConfigDict:
@@ -147,9 +164,9 @@ def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax
     """The variables (`{"params": ..., **model_state}`) of a run's latest checkpoint, sharded;
     `params` is the parameters' EMA when the run kept one (`optim.ema_decay > 0`)."""
     mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
-    source = pipeline.load_sources(config.data)["train"]
     optimizer = optim.make_optimizer(config.optim, config.train.steps)
-    _, _, abstract = sharded_state_layout(config, task, optimizer, _example(task, source), mesh)
+    example = saved_example(config, pathlib.Path(run_dir), task)
+    _, _, abstract = sharded_state_layout(config, task, optimizer, example, mesh)
     checkpointer = checkpoint.Checkpointer(pathlib.Path(run_dir) / "checkpoints", save_every=1, keep=None,
                                            async_save=False)
     try:
@@ -190,7 +207,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
         source, task.preprocess, global_batch_size=config.train.batch_size,
         sharding=partitioning.batch_sharding(mesh), seed=config.seed, worker_count=config.data.worker_count)
     optimizer = optim.make_optimizer(config.optim, total_steps)
-    init, shardings, abstract = sharded_state_layout(config, task, optimizer, _example(task, source), mesh)
+    example = _example(task, source)
+    init, shardings, abstract = sharded_state_layout(config, task, optimizer, example, mesh)
 
     checkpointer = checkpoint.Checkpointer(workdir / "checkpoints", save_every=config.train.save_every,
                                            keep=config.train.keep_checkpoints)
@@ -213,6 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(json.dumps(config_json, indent=2))
+        (workdir / EXAMPLE_SPEC).write_text(json.dumps(example_spec(example)))
     step_fn = make_step_fn(task, optimizer, mesh, rules, shardings)
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     writer = MetricWriter(workdir)
