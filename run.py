@@ -105,7 +105,8 @@ def show_data(config) -> None:
     examples = [source[i] for i in range(min(FLAGS.num, len(source)))]
     labels = [e["caption"] + (f" | alt: {e['alt_text']}" if "alt_text" in e else "") for e in examples]
     out = FLAGS.out or f"{config.data.name.replace('/', '_')}_{FLAGS.split}.png"
-    print(viz.save_grid(out, [e["image"] for e in examples], labels, columns=4, scale=3, label_lines=5))
+    print(viz.save_grid(out, [e["image"] for e in examples], labels, columns=4,
+                        scale=viz.tile_scale(config.data.image_size), label_lines=5))
 
 
 def check_oracle(config) -> None:
@@ -131,7 +132,7 @@ def train_text_tokenizer(config) -> None:
     from dalle_jax.data import pipeline
     from dalle_jax.text import tokenizer
 
-    source = pipeline.load_sources(config.data)["train"]
+    source = pipeline.load_sources(config.data, decode_images=False)["train"]  # captions alone
     workdir = _workdir()
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -197,7 +198,7 @@ def _trained_dalle(config):
     if FLAGS.rerank:  # CLIP chooses among plain samples, in place of the model's own likelihood
         config = config.copy_and_resolve_references()
         config.sample.candidates = 1
-    task = DalleTask.from_config(config, _workdir(), training=False)
+    task = DalleTask.from_config(config, _workdir())
     return task, _trained_params(config, task), jax.random.key(config.seed)
 
 
@@ -237,7 +238,7 @@ def generate(config) -> None:
     columns = images.shape[1] if len(FLAGS.prompt) > 1 else 8
     out = FLAGS.out or str(_workdir() / "samples.png")
     print(viz.save_grid(out, images.reshape(-1, *images.shape[2:]), sum(labels, []), columns=max(columns, 4),
-                        scale=3, label_lines=4))
+                        scale=viz.tile_scale(images.shape[-2]), label_lines=4))
 
 
 def evaluate(config) -> None:
@@ -379,7 +380,8 @@ def _save_rows(rows, labels, default_name: str, columns: int) -> None:
     from dalle_jax import viz
 
     out = FLAGS.out or str(_workdir() / default_name)
-    print(viz.save_grid(out, np.concatenate(rows), labels, columns=columns, scale=3, label_lines=4))
+    rows = np.concatenate(rows)
+    print(viz.save_grid(out, rows, labels, columns=columns, scale=viz.tile_scale(rows.shape[-2]), label_lines=4))
 
 
 def unclip_generate(config) -> None:

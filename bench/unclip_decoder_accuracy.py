@@ -49,7 +49,7 @@ def main():
 
     workdir = pathlib.Path(args.workdir)
     config = trainer.run_config(workdir / "decoder", " (python run.py train-decoder)")
-    task = DecoderTask.from_config(config, workdir, training=False)
+    task = DecoderTask.from_config(config, workdir)
     params = trainer.load_variables(config, workdir / "decoder", task)["params"]
 
     source = pipeline.load_sources(config.data)["validation"]

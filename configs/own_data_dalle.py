@@ -1,6 +1,7 @@
 """DALL·E 1 on your own images and captions, at the paper's 256×256 with a 32×32 token grid.
 
-  C="--config configs/own_data_dalle.py --config.data.source=folder:photos --config.data.name=photos --workdir workdir/photos"
+  C="--config configs/own_data_dalle.py --config.data.source=folder:photos --config.data.name=photos"
+  C="$C --workdir workdir/photos"
   python run.py build-data            $C   # data/image_text/photos/1.0.0 (+ build_report.json)
   python run.py show-data             $C --split validation --out photos.png
   python run.py train-text-tokenizer  $C
@@ -11,8 +12,9 @@
 
 `data.source` is `folder:DIR`, `webdataset:GLOB` or `parquet:GLOB` (data/readers.py). It is read once, by
 build-data (or by the first command that needs the data); later commands read `data.name` from
-`data.data_dir`, and generate / eval need only the work dir. Variants: `default`, and `tiny` (32×32
-images, 8×8 tokens: the tests).
+`data.data_dir`, and generate / eval need only the work dir. Variants: `default` (sized for an accelerator:
+docs/data.md gives its step times and memory on a 2-core CPU), `cpu` (a few minutes a stage on a laptop, the
+same 256-px images and 32×32 grid) and `tiny` (32×32 images, 8×8 tokens: the tests).
 """
 
 from dalle_jax.config import base_config
@@ -24,7 +26,7 @@ def get_config(variant: str = "default"):
     c.data.name = "my_images"
     c.data.image_size = 256
     c.data.validation_fraction = 0.01
-    c.data.worker_count = 2  # grain processes decoding the stored JPEGs while the model trains
+    c.data.worker_count = 0  # decoded by grain's threads: faster than worker processes on 2 cores (docs/data.md)
     c.text.vocab_size = 8_192  # an upper bound: a small corpus gives fewer pieces
     c.text.max_length = 64
 
@@ -36,7 +38,7 @@ def get_config(variant: str = "default"):
         reconstruction_loss="logit_laplace",  # dvae: or "mse"
         temperature_start=1.0, temperature_end=1 / 16, temperature_anneal_steps=5_000,  # dvae
         kl_weight=6.6, kl_warmup_steps=2_000,  # dvae
-        train=dict(steps=10_000, batch_size=16, log_every=100, save_every=1_000),
+        train=dict(steps=10_000, batch_size=16, log_every=100, save_every=1_000),  # 7.5 GB on the CPU
         optim=dict(learning_rate=1e-3, warmup_steps=500, weight_decay=0.0),
     )
     c.model = dict(embed_dim=512, depth=8, num_heads=8, head_dim=64, mlp_dim=2_048, dtype="float32",
@@ -44,7 +46,7 @@ def get_config(variant: str = "default"):
                    attention="sparse", conv_kernel=11)
     c.loss = dict(text_weight=1 / 8, image_weight=7 / 8, caption_dropout=0.1)
     c.train.steps = 50_000
-    c.train.batch_size = 16
+    c.train.batch_size = 8  # 11.8 GB on the CPU (docs/data.md); raise it on an accelerator
     c.train.log_every = 100
     c.train.save_every = 1_000
     c.optim.learning_rate = 5e-4
@@ -52,7 +54,15 @@ def get_config(variant: str = "default"):
     c.sample = dict(temperature=1.0, top_k=0, top_p=0.95, guidance_scale=1.0, candidates=4, batch_size=16)
     c.eval = dict(num_prompts=64, seed=0)
 
-    if variant == "tiny":
+    if variant == "cpu":  # minutes on a 2-core laptop: smaller models, the same 256-px data and 32×32 grid
+        c.image_tokenizer.update(num_codes=512, code_dim=32, channels=(16, 32, 64))
+        c.image_tokenizer.train = dict(steps=300, batch_size=4, log_every=25, save_every=100)
+        c.model.update(embed_dim=256, depth=4, num_heads=4, head_dim=64, mlp_dim=1_024, attention="full")
+        c.train.update(steps=200, batch_size=4, log_every=25, save_every=100)
+        c.optim.update(learning_rate=1e-3, warmup_steps=50)
+        c.sample.update(candidates=1, batch_size=4)
+        c.eval.num_prompts = 8
+    elif variant == "tiny":
         c.data.image_size = 32
         c.data.validation_fraction = 0.25
         c.data.worker_count = 0
@@ -66,5 +76,5 @@ def get_config(variant: str = "default"):
         c.sample.update(candidates=2, batch_size=8)
         c.eval.num_prompts = 4
     elif variant != "default":
-        raise ValueError(f"unknown variant {variant!r} of own_data_dalle.py; expected 'default' or 'tiny'")
+        raise ValueError(f"unknown variant {variant!r} of own_data_dalle.py; expected 'default', 'cpu' or 'tiny'")
     return c

@@ -10,6 +10,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
+def tile_scale(image_size: int) -> int:
+    """How much grids enlarge images of this side: tiles of at least 96 pixels (32 → 3, 64 → 2), never shrunk."""
+    return max(1, -(-96 // image_size))
+
+
 def image_grid(images: Sequence[np.ndarray], labels: Sequence[str] = (), *, columns: int = 8,
                scale: int = 2, label_lines: int = 3) -> Image.Image:
     """Tiles `uint8 [h, w, 3]` images (upscaled by `scale`) with a wrapped label under each."""

@@ -159,37 +159,63 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     assert np.all(scores < 0)
 
 
-def test_own_images_folder_to_dalle_samples_and_a_work_dir_that_stands_alone(tmp_path):
+def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(tmp_path):
     """A folder of the user's images (every mode and format, broken files among them) through
-    build-data, both tokenizers, the transformer and generate; then the work dir alone, copied
-    where the data set is not, still generates."""
+    build-data and the training commands that read it: DALL·E 1's tokenizers and transformer,
+    CLIP, the unCLIP prior (the decoder reads the images as the prior does, and the shapes test
+    trains it), DALL·E 3's captioner and recaptioning; eval without an oracle; then the work
+    dir alone, copied where the data set is not, generates."""
     from tests.data import own_data
 
     expected = own_data.write_folder(tmp_path / "photos")
-    common = ["--config", "configs/own_data_dalle.py:tiny", f"--config.data.source=folder:{tmp_path / 'photos'}",
-              "--config.data.name=photos", f"--config.data.data_dir={tmp_path / 'data'}",
-              "--workdir", str(tmp_path / "run"), "--config.train.progress_bar=false"]
-    built = run("build-data", *common).stdout
+    data = [f"--config.data.source=folder:{tmp_path / 'photos'}", "--config.data.name=photos",
+            f"--config.data.data_dir={tmp_path / 'data'}", "--workdir", str(tmp_path / "run"),
+            "--config.train.progress_bar=false"]
+    dalle, unclip = (["--config", f"configs/{name}.py:tiny", *data] for name in ("own_data_dalle", "own_data_unclip"))
+    built = run("build-data", *dalle).stdout
     assert f"skipped {sum(expected['bad'].values())} (" in built and "build_report.json" in built
-    for command in ("train-text-tokenizer", "train-image-tokenizer", "train"):
-        run(command, *common)
-    run("generate", *common, "--prompt", "a picture called rgb", "--num-samples", "2", "--out", str(tmp_path / "a.png"))
-    assert Image.open(tmp_path / "a.png").size[0] > 2 * 32 * 3
-    printed = run("eval", *common).stdout
-    assert "no oracle for image_text/photos" in printed
+    for command, config in (("train-text-tokenizer", dalle), ("train-image-tokenizer", dalle), ("train", dalle),
+                            ("train-clip", unclip), ("train-prior", unclip)):
+        run(command, *config)
+    clip_eval = [json.loads(line) for line in (tmp_path / "run" / "clip" / "metrics.jsonl").read_text().splitlines()]
+    assert "eval/image_to_text_recall@1" in clip_eval[-1] and "eval/zero_shot_colour" not in clip_eval[-1]
+
+    printed = run("eval", *dalle).stdout
+    assert "no oracle for image_text/photos: reporting CLIP score" in printed
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     built = json.loads((tmp_path / "data" / "image_text" / "photos" / "1.0.0" / "build_report.json").read_text())
     assert report["validation"]["n"] == min(4, built["examples"]["validation"])
-    assert "clip_score" not in report["validation"]  # no CLIP in the work dir
+    assert 0 <= report["validation"]["clip_score"] <= 100 and 0 <= report["validation"]["clip_score_true_images"] <= 100
     assert (tmp_path / "run" / "eval_validation.png").exists()
 
-    shutil.copytree(tmp_path / "run", tmp_path / "elsewhere", ignore=shutil.ignore_patterns("image_tokens"))
+    run("train-captioner", *unclip, "--mode", "alt")
+    printed = run("recaption", *unclip, "--mode", "alt").stdout
+    assert json.loads(printed[printed.index("{\n"): printed.rindex("}") + 1])["quality"] is None  # no truth here
+    import tensorflow_datasets as tfds
+
+    from dalle_jax.data import pipeline, recaption
+
+    recaptioned = pipeline.TextDecoded(tfds.data_source("recaptioned/image_text_photos_alt", split="train",
+                                                        data_dir=str(tmp_path / "run" / "data")))
+    assert len(recaptioned) == built["examples"]["train"]
+    assert recaptioned[0]["image"].shape == (32, 32, 3) and isinstance(recaptioned[0][recaption.CAPTION_FEATURE], str)
+
+    shutil.copytree(tmp_path / "run", tmp_path / "elsewhere")
+    for derived_data in ("image_tokens", "clip_embeddings", "data"):  # what training computed from the data set
+        shutil.rmtree(tmp_path / "elsewhere" / derived_data)
     shutil.rmtree(tmp_path / "data")
     alone = ["--config", "configs/own_data_dalle.py:tiny", "--workdir", str(tmp_path / "elsewhere"),
              f"--config.data.data_dir={tmp_path / 'nowhere'}"]
     run("generate", *alone, "--prompt", "a picture called rgb", "--num-samples", "2", "--out", str(tmp_path / "b.png"))
-    assert Image.open(tmp_path / "b.png").size == Image.open(tmp_path / "a.png").size
+    assert Image.open(tmp_path / "b.png").size[0] > 2 * 32 * 3
     assert not (tmp_path / "nowhere").exists()
+
+    from dalle_jax.config import load_config
+    from dalle_jax.experiments import dalle3
+
+    config = load_config(str(REPO / "configs/own_data_unclip.py:tiny"), {"data.source": "folder:x"})
+    with pytest.raises(ValueError, match="on a data set of your own, train mode 'alt'"):
+        dalle3.trained_captioner(config, tmp_path / "elsewhere", "short")
 
 
 def test_build_data_with_no_usable_image_fails_clearly(tmp_path):

@@ -49,7 +49,8 @@ def test_override_needs_equals():
 
 SHIPPED = {"shapes_toy": ("default", "tiny"), "shapes_dalle": ("default", "demo", "tiny", "paper"),
            "shapes_clip": ("default", "tiny"), "shapes_unclip": ("default", "tiny"),
-           "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "tiny"), "own_data_unclip": ("default",)}
+           "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "cpu", "tiny"),
+           "own_data_unclip": ("default", "tiny")}
 
 
 def test_every_shipped_config_loads_in_every_variant():

@@ -19,6 +19,11 @@ def _save_whole(path: pathlib.Path, array: np.ndarray) -> None:
     tmp.rename(path)
 
 
+def chunks_of_process(begins: list[int], process_index: int, process_count: int) -> list[int]:
+    """The chunks (by first row) that one process computes: every `process_count`-th."""
+    return begins[process_index::process_count]
+
+
 def cached_rows(path: str | pathlib.Path, count: int, compute: Callable[[int, int], np.ndarray], *,
                 chunk_size: int = 1024, desc: str = "compute", unit: str = "image") -> np.ndarray:
     """`np.load(path)` if it exists, else rows `[0, count)` computed by `compute(begin, end)`
@@ -38,7 +43,7 @@ def cached_rows(path: str | pathlib.Path, count: int, compute: Callable[[int, in
     begins = list(range(0, count, chunk_size))
     part = lambda begin: parts / f"{begin:012d}.npy"
     rows = lambda begin: min(begin + chunk_size, count) - begin
-    mine = begins[jax.process_index()::jax.process_count()]
+    mine = chunks_of_process(begins, jax.process_index(), jax.process_count())
     todo = [begin for begin in mine if not part(begin).exists()]
     with tqdm.tqdm(total=sum(map(rows, mine)), initial=sum(map(rows, mine)) - sum(map(rows, todo)), desc=desc,
                    unit=unit, dynamic_ncols=True, disable=not todo) as progress:

@@ -8,7 +8,6 @@ run it in worker processes. A file that cannot be used raises `Rejected` with a 
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 
 import numpy as np
@@ -65,7 +64,9 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise Rejected("too_many_pixels", str(error)) from None
     except Image.UnidentifiedImageError:
         raise Rejected("not_an_image", f"{len(data)} bytes starting {data[:8]!r}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as error:
+    except Rejected:
+        raise
+    except Exception as error:  # Pillow's decoders raise OSError, ValueError, SyntaxError, struct.error, ...
         raise Rejected("corrupt_image", f"{type(error).__name__}: {error}") from None
     return image
 
@@ -113,7 +114,13 @@ def encode(image: Image.Image, image_format: str, quality: int = 95) -> bytes:
 
 def square_rgb(data: bytes, size: int, *, max_pixels: int, upscale_small: bool = False) -> Image.Image:
     """The `size × size` RGB image that `data` (any image file) becomes; raises `Rejected`."""
-    return resize_and_crop(to_rgb(open_image(data, max_pixels=max_pixels)), size, upscale_small=upscale_small)
+    image = open_image(data, max_pixels=max_pixels)
+    try:
+        image = to_rgb(image)
+    except Exception as error:  # a damaged EXIF block, an exotic mode
+        detail = f"cannot convert {image.mode} to RGB: {type(error).__name__}: {error}"
+        raise Rejected("corrupt_image", detail) from None
+    return resize_and_crop(image, size, upscale_small=upscale_small)
 
 
 def prepare_image(data: bytes, size: int, *, max_pixels: int, upscale_small: bool = False,

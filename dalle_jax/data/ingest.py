@@ -131,7 +131,8 @@ class Report:
                 "skipped_total": sum(len(v) for v in self.skipped.values()),
                 "skipped": {reason: len(items) for reason, items in sorted(self.skipped.items())},
                 "reasons": {reason: images.REASONS[reason] for reason in sorted(self.skipped)},
-                "seconds": round(self.seconds, 2), "images_per_second": round(kept / self.seconds, 1) if self.seconds else 0,
+                "seconds": round(self.seconds, 2),
+                "images_per_second": round(kept / self.seconds, 1) if self.seconds else 0,
                 "skipped_examples": {reason: items for reason, items in sorted(self.skipped.items())}}
 
 

@@ -68,7 +68,8 @@ def load_sources(data_config, *, decode_images: bool = True) -> dict[str, Any]:
         if jax.process_index() == 0:
             tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
         multihost_utils.sync_global_devices("shapes data set prepared")
-    return {split: TextDecoded(source) for split, source in tfds_shapes.load_shapes(data_config.data_dir, **kwargs).items()}
+    sources = tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
+    return {split: TextDecoded(source) for split, source in sources.items()}
 
 
 class TextDecoded:
@@ -126,7 +127,7 @@ class ShardedBatches:
         dataset = dataset.random_map(preprocess).batch(global_batch_size // num_hosts, drop_remainder=True)
         iter_dataset = dataset.to_iter_dataset()
         if worker_count > 0:
-            if not flags.FLAGS.is_parsed():  # grain's workers read absl flags: defaults outside run.py (notebooks, tests)
+            if not flags.FLAGS.is_parsed():  # grain's workers read absl flags: outside run.py, their defaults
                 flags.FLAGS.mark_as_parsed()
             iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
         self._iterator = iter(iter_dataset)

@@ -198,12 +198,14 @@ def _pick(column: str, candidates: tuple[str, ...], names: list[str]) -> str | N
 
 
 def read_parquet(pattern: str, *, image_column: str = "", caption_column: str = "", key_column: str = "",
-                 batch_size: int = 256) -> Iterator[Record]:
+                 batch_size: int = 64) -> Iterator[Record]:
+    """Rows in batches, one row group at a time: memory follows the largest row group, not the file
+    (pyarrow's `iter_batches` reads ahead across row groups and grows with the file)."""
     import pyarrow.parquet as pq
 
     for path in _matching_files(pattern, "parquet file"):
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, buffer_size=1 << 20)
             names = parquet.schema_arrow.names
         except Exception as error:  # pyarrow raises its own hierarchy (ArrowInvalid, OSError, ...)
             yield Record(None, path, problem="unreadable_file", detail=f"{type(error).__name__}: {error}")
@@ -221,13 +223,19 @@ def read_parquet(pattern: str, *, image_column: str = "", caption_column: str = 
         columns = [image, caption] + ([key] if key else [])
         row = 0
         try:
-            for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
-                for values in batch.to_pylist():
-                    data = values[image]
-                    if isinstance(data, dict):  # Hugging Face's Image feature: {"bytes", "path"}
-                        data = data.get("bytes")
-                    row_key = str(values[key]) if key and values[key] is not None else f"{pathlib.Path(path).stem}:{row}"
-                    yield Record(row_key, f"{path}:row {row}", image=data, caption=values[caption])
-                    row += 1
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=columns, use_threads=False)
+                for batch in table.to_batches(batch_size):
+                    for values in batch.to_pylist():
+                        yield _row_record(path, row, values[image], values[caption], values[key] if key else None)
+                        row += 1
         except Exception as error:
-            yield Record(None, f"{path}:row {row}", problem="unreadable_file", detail=f"{type(error).__name__}: {error}")
+            yield Record(None, f"{path}:row {row}", problem="unreadable_file",
+                         detail=f"{type(error).__name__}: {error}")
+
+
+def _row_record(path: str, row: int, image, caption, key) -> Record:
+    if isinstance(image, dict):  # Hugging Face's Image feature: {"bytes", "path"}
+        image = image.get("bytes")
+    key = str(key) if key is not None else f"{pathlib.Path(path).stem}:{row}"
+    return Record(key, f"{path}:row {row}", image=image, caption=caption)

@@ -71,25 +71,26 @@ def evaluate_on_captions(generate_batch: Callable[[list[str], jax.Array], np.nda
     if not examples:
         raise ValueError("the validation split is empty: nothing to evaluate against")
     prompts = [e["caption"] for e in examples]
-    images = generate_candidates(lambda batch_prompts, batch: generate_batch(batch_prompts, jax.random.fold_in(rng, batch)),
-                                 prompts, batch_size=batch_size, desc="eval validation")[:, 0]
+    generate = lambda batch_prompts, batch: generate_batch(batch_prompts, jax.random.fold_in(rng, batch))
+    images = generate_candidates(generate, prompts, batch_size=batch_size, desc="eval validation")[:, 0]
     truth = np.stack([e["image"] for e in examples])
     report = {"validation": {"n": len(prompts)}}
     if clip_embedders is not None:
         report["validation"]["clip_score"] = float(rerank.clip_scores(images, prompts, *clip_embedders).mean())
-        report["validation"]["clip_score_true_images"] = float(rerank.clip_scores(truth, prompts, *clip_embedders).mean())
+        report["validation"]["clip_score_true_images"] = float(
+            rerank.clip_scores(truth, prompts, *clip_embedders).mean())
     if out_dir is not None:
         out_dir = pathlib.Path(out_dir)
         np.savez_compressed(out_dir / "eval_validation.npz", images=images, prompts=np.array(prompts))
         pairs = [image for pair in zip(truth[:16], images[:16]) for image in pair]
         labels = [label for p in prompts[:16] for label in (f"true: {p}", f"sample: {p}")]
-        viz.save_grid(out_dir / "eval_validation.png", pairs, labels, columns=8, scale=max(1, 128 // truth.shape[1]),
+        viz.save_grid(out_dir / "eval_validation.png", pairs, labels, columns=8, scale=viz.tile_scale(truth.shape[1]),
                       label_lines=4)
         (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
-        rows = [f"| validation | {v['n']} | " + " | ".join(f"{v[k]:.1f}" if k in v else "–" for k in
-                ("clip_score", "clip_score_true_images")) + " |" for v in report.values()]
-        (out_dir / "eval.md").write_text("| split | n | CLIP score | CLIP score of the true images |\n|---|---|---|---|\n"
-                                         + "\n".join(rows) + "\n")
+        row = report["validation"]
+        scores = " | ".join(f"{row[k]:.1f}" if k in row else "–" for k in ("clip_score", "clip_score_true_images"))
+        (out_dir / "eval.md").write_text("| split | n | CLIP score | CLIP score of the true images |\n"
+                                         f"|---|---|---|---|\n| validation | {row['n']} | {scores} |\n")
     return report
 
 
@@ -125,7 +126,8 @@ def evaluate_text_to_image(generate_batch: Callable[[list[str], jax.Array], np.n
         out_dir = pathlib.Path(out_dir)
         for name, (images, prompts) in images_by_row.items():
             np.savez_compressed(out_dir / f"eval_{name}.npz", images=images, prompts=np.array(prompts))
-            viz.save_grid(out_dir / f"eval_{name}.png", images[:32], prompts[:32], columns=8, scale=3, label_lines=4)
+            viz.save_grid(out_dir / f"eval_{name}.png", images[:32], prompts[:32], columns=8,
+                          scale=viz.tile_scale(images.shape[-2]), label_lines=4)
         (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
         (out_dir / "eval.md").write_text(markdown_table(report) + "\n")
     return report

@@ -65,7 +65,7 @@ def clip_config(config) -> ml_collections.ConfigDict:
 def trained_captioner(config, workdir: pathlib.Path, mode: str):
     """(task, params) of the captioner trained in `workdir/captioner_MODE`."""
     staged = captioner_config(config, mode)
-    task = CaptionerTask.from_config(staged, workdir, training=False)
+    task = CaptionerTask.from_config(staged, workdir)
     return task, trainer.load_variables(staged, workdir / task.name, task)["params"]
 
 

@@ -62,7 +62,7 @@ class Unclip:
     def load(cls, config, workdir: str | pathlib.Path) -> "Unclip":
         workdir = pathlib.Path(workdir)
         tasks = {"prior": PriorTask.from_config(config, workdir, training=False),
-                 "decoder": DecoderTask.from_config(config, workdir, training=False),
+                 "decoder": DecoderTask.from_config(config, workdir),
                  "upsampler": UpsamplerTask.from_config(config, workdir)}
         for task in tasks.values():
             if not (workdir / task.name / "checkpoints").exists():

@@ -79,14 +79,10 @@ class CaptionerTask:
     config: Any
     workdir: pathlib.Path
     name: str
-    eval_images: np.ndarray | None  # uint8 [n, H, W, 3]: the validation images whose captions `evaluate` scores
-    eval_scenes: list  # their ground-truth scenes (shapes only)
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "CaptionerTask":
-        """The captioner of `config` over the work dir's CLIP. `training` reads the validation
-        scenes that `evaluate` scores (shapes only); without it the task only captions, and
-        needs no data."""
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "CaptionerTask":
+        """The captioner of `config` over the work dir's CLIP (captioning needs no data set)."""
         workdir = pathlib.Path(workdir)
         mode = config.captioner.mode
         if mode not in MODES:
@@ -95,17 +91,21 @@ class CaptionerTask:
         image_params = {k: trained_clip.params[k] for k in image_encoder_parts(config.captioner.pooled_features)}
         text_tokenizer = TextTokenizer.load(workdir)
         model = build_captioner(config, text_tokenizer.vocab_size, patch_grid_size(config, trained_clip.task.config))
-        images, scenes = None, []
-        if training and pipeline.is_own_data(config.data) and mode != "alt":
+        if pipeline.is_own_data(config.data) and mode != "alt":
             raise ValueError(f"captioner mode {mode!r} learns from the shapes data set's ground truth; on a data set "
                              "of your own, train mode 'alt' (its captions)")
-        if training and not pipeline.is_own_data(config.data):
-            validation = pipeline.load_sources(config.data)["validation"]
-            examples = [validation[i] for i in range(min(config.captioner.eval_images, len(validation)))]
-            images = np.stack([e["image"] for e in examples])
-            scenes = [shapes.Scene.from_features(e, config.data.image_size) for e in examples]
-        return cls(model, trained_clip.model, image_params, text_tokenizer, config, workdir, f"captioner_{mode}",
-                   images, scenes)
+        return cls(model, trained_clip.model, image_params, text_tokenizer, config, workdir, f"captioner_{mode}")
+
+    @functools.cached_property
+    def eval_examples(self) -> tuple[np.ndarray, list]:
+        """(uint8 [n, H, W, 3] validation images, their ground-truth scenes) that `evaluate` scores,
+        read on first use; none on a data set of your own, which has no ground truth."""
+        if pipeline.is_own_data(self.config.data):
+            return np.zeros((0,), np.uint8), []
+        validation = pipeline.load_sources(self.config.data)["validation"]
+        examples = [validation[i] for i in range(min(self.config.captioner.eval_images, len(validation)))]
+        size = self.config.data.image_size
+        return np.stack([e["image"] for e in examples]), [shapes.Scene.from_features(e, size) for e in examples]
 
     @property
     def mode(self) -> str:
@@ -160,10 +160,10 @@ class CaptionerTask:
         """Recall of each kind of fact (and precision over all) in the captions of the
         validation examples, against the truth; logged every `train.eval_every` steps."""
         del model_state
-        if not self.eval_scenes:  # no ground truth to score against
+        images, scenes = self.eval_examples
+        if not scenes:  # no ground truth to score against
             return {}
-        quality = caption_quality(self.caption(params, self.eval_images, jax.random.key(self.config.seed)),
-                                  self.eval_scenes)
+        quality = caption_quality(self.caption(params, images, jax.random.key(self.config.seed)), scenes)
         return {**{f"{fact}_recall": quality[fact]["recall"] for fact in FACTS},
                 "precision": quality["all"]["precision"]}
 

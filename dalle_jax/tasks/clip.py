@@ -39,19 +39,18 @@ class ClipTask:
     model: clip.CLIP
     text_tokenizer: TextTokenizer
     config: Any
-    eval_examples: list  # validation examples for `evaluate` (none when built only to embed)
     name: str = "clip"
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "ClipTask":
-        """The CLIP of `config`; `training` reads the validation examples that `evaluate` scores,
-        without it the task only embeds, and needs no data."""
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "ClipTask":
         text_tokenizer = TextTokenizer.load(workdir)
-        examples = []
-        if training:
-            validation = pipeline.load_sources(config.data)["validation"]
-            examples = [validation[i] for i in range(min(config.eval.num_examples, len(validation)))]
-        return cls(build_clip(config, text_tokenizer.vocab_size), text_tokenizer, config, examples)
+        return cls(build_clip(config, text_tokenizer.vocab_size), text_tokenizer, config)
+
+    @functools.cached_property
+    def eval_examples(self) -> list[dict]:
+        """The validation examples `evaluate` scores, read on first use (embedding needs no data set)."""
+        validation = pipeline.load_sources(self.config.data)["validation"]
+        return [validation[i] for i in range(min(self.config.eval.num_examples, len(validation)))]
 
     @functools.cached_property
     def _encoders(self):
@@ -105,7 +104,7 @@ class TrainedClip:
     def load(cls, workdir: str | pathlib.Path) -> "TrainedClip":
         workdir = pathlib.Path(workdir)
         config = trainer.run_config(workdir / "clip", f"; run `python run.py train-clip --workdir {workdir}` first")
-        task = ClipTask.from_config(config, workdir, training=False)
+        task = ClipTask.from_config(config, workdir)
         step = checkpoint.latest_step(workdir / "clip" / "checkpoints")
         return cls(task, trainer.load_variables(config, workdir / "clip", task)["params"], step, workdir)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -47,6 +47,11 @@ def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, va
     return cached_rows(path, len(source), encode_rows, chunk_size=4 * batch_size, desc=f"encode {split} images")
 
 
+def _train_split_tokens(data_config, workdir: pathlib.Path, tokenizer, variables, tokenizer_step: int) -> np.ndarray:
+    source = pipeline.load_sources(data_config)["train"]
+    return cached_image_tokens(workdir, "train", source, tokenizer, variables, tokenizer_step)
+
+
 def training_caption(example: dict, text_config, rng: np.random.Generator) -> str:
     """The caption a training example is read with: with `synthetic_caption_field` set, that
     synthetic caption with probability `synthetic_caption_rate` (DALL·E 3 section 3.1 blends
@@ -71,14 +76,14 @@ class DalleTask:
     text_tokenizer: TextTokenizer
     image_tokenizer: nn.Module
     image_tokenizer_variables: Any
-    train_image_tokens: np.ndarray | None  # [num_train, num_image_tokens], row i = train example i; None: sampling only
+    encode_training_images: Callable[[], np.ndarray]  # `train_image_tokens`, computed
     config: Any
     name: str = "dalle"
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "DalleTask":
-        """The task of `config` with the work dir's tokenizers. `training` encodes the training
-        images to tokens (once, cached); without it the task only samples, and needs no data."""
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "DalleTask":
+        """The task of `config` with the work dir's tokenizers. The training images are encoded
+        when training first reads them (`train_image_tokens`): sampling needs no data set."""
         workdir = pathlib.Path(workdir)
         text_tokenizer = TextTokenizer.load(workdir)
         tokenizer_config = stage_config(config, "image_tokenizer")
@@ -89,14 +94,16 @@ class DalleTask:
             raise FileNotFoundError(f"no image tokenizer in {tokenizer_dir}; run `python run.py "
                                     f"train-image-tokenizer --workdir {workdir}` first")
         variables = trainer.load_variables(tokenizer_config, tokenizer_dir, tokenizer_task)
-        tokens = None
-        if training:
-            source = pipeline.load_sources(config.data)["train"]
-            tokens = cached_image_tokens(workdir, "train", source, tokenizer_task.model, variables, step)
+        encode = functools.partial(_train_split_tokens, config.data, workdir, tokenizer_task.model, variables, step)
         factor = 2 ** len(config.image_tokenizer.channels)
         grid = (config.data.image_size // factor,) * 2
         model = build_transformer(config, text_tokenizer.vocab_size, grid)
-        return cls(model, text_tokenizer, tokenizer_task.model, variables, tokens, config)
+        return cls(model, text_tokenizer, tokenizer_task.model, variables, encode, config)
+
+    @functools.cached_property
+    def train_image_tokens(self) -> np.ndarray:
+        """`int32 [num_train, num_image_tokens]`, row i = train example i (encoded once, cached on disk)."""
+        return self.encode_training_images()
 
     # -- training ------------------------------------------------------------------------
 

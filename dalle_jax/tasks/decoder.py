@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,12 @@ def build_unet(m, out_channels: int = 3) -> UNet:
                 out_channels=out_channels, dropout=m.dropout,
                 upsample_at_low_res=m.get("upsample_at_low_res", False),  # absent from configs saved before it
                 dtype=jnp.dtype(m.dtype))
+
+
+def train_split_embeddings(data_config, workdir: str | pathlib.Path, what: str) -> np.ndarray:
+    """`TrainedClip.cached_embeddings` of the training split: its images, or the caption feature `what`."""
+    source = pipeline.load_sources(data_config)["train"]
+    return TrainedClip.load(workdir).cached_embeddings("train", source, what)
 
 
 def schedule_of(section) -> schedules.NoiseSchedule:
@@ -76,19 +82,16 @@ class DecoderTask:
     model: Decoder
     schedule: schedules.NoiseSchedule
     text_tokenizer: TextTokenizer
-    train_image_embeddings: np.ndarray | None  # [num_train, P], row i = train example i; None: sampling only
+    embed_training_images: Callable[[], np.ndarray]  # `train_image_embeddings`, computed
     config: Any
     name: str = "decoder"
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "DecoderTask":
-        """The decoder of `config`; `training` CLIP-embeds the training images (once, cached) with
-        the work dir's CLIP, without it the task only samples, and needs no data."""
+    def from_config(cls, config, workdir: str | pathlib.Path) -> "DecoderTask":
+        """The decoder of `config`. The training images are CLIP-embedded with the work dir's CLIP
+        when training first reads them (`train_image_embeddings`): sampling needs no data set."""
         text_tokenizer = TextTokenizer.load(workdir)
-        embeddings = None
-        if training:
-            trained_clip = TrainedClip.load(workdir)
-            embeddings = trained_clip.cached_embeddings("train", pipeline.load_sources(config.data)["train"], "image")
+        embed = functools.partial(train_split_embeddings, config.data, workdir, "image")
         m = config.decoder.model
         caption_encoder = TextEncoder(vocab_size=text_tokenizer.vocab_size, length=config.text.max_length,
                                       embed_dim=m.text_width, depth=m.text_depth, num_heads=m.num_heads,
@@ -97,7 +100,12 @@ class DecoderTask:
         model = Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
                         self_condition=config.decoder.get("self_condition", False),  # absent from older configs
                         dtype=jnp.dtype(m.dtype))
-        return cls(model, schedule_of(config.decoder), text_tokenizer, embeddings, config)
+        return cls(model, schedule_of(config.decoder), text_tokenizer, embed, config)
+
+    @functools.cached_property
+    def train_image_embeddings(self) -> np.ndarray:
+        """`float32 [num_train, P]`, row i = train example i (embedded once, cached on disk)."""
+        return self.embed_training_images()
 
     @property
     def section(self):

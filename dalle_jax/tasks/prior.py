@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -28,12 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dalle_jax.data import pipeline
 from dalle_jax.diffusion import schedules
 from dalle_jax.models.dalle import DalleTransformer, sample_image_tokens
 from dalle_jax.models.prior import DiffusionPrior, PcaBuckets
 from dalle_jax.tasks.clip import TrainedClip
-from dalle_jax.tasks.decoder import guided_with, loss_with, sample_with, schedule_of
+from dalle_jax.tasks.decoder import guided_with, loss_with, sample_with, schedule_of, train_split_embeddings
 from dalle_jax.text.tokenizer import TextTokenizer
 
 KINDS = ("diffusion", "autoregressive")
@@ -48,35 +47,31 @@ class PriorTask:
     kind: str
     model: nn.Module  # DiffusionPrior or DalleTransformer
     text_tokenizer: TextTokenizer
-    train_image_embeddings: np.ndarray | None  # [num_train, P]; None: sampling only
-    train_text_embeddings: np.ndarray | None  # [num_train, P], of each example's caption
+    embed_training_images: Callable[[], np.ndarray]  # `train_image_embeddings`, computed
+    embed_training_captions: Callable[[], np.ndarray]  # `train_text_embeddings`, computed
     embedding_dim: int  # P, CLIP's projection
     config: Any
     name: str
     schedule: schedules.NoiseSchedule | None = None  # diffusion
     pca: PcaBuckets | None = None  # autoregressive
-    train_codes: np.ndarray | None = None  # autoregressive: [num_train, K]
 
     @classmethod
     def from_config(cls, config, workdir: str | pathlib.Path, *, training: bool = True) -> "PriorTask":
-        """The prior of `config` over the work dir's CLIP. `training` CLIP-embeds the training
-        set (once, cached) and fits the autoregressive prior's PCA to it (saved as `pca.npz`);
-        without it the task only samples, reads that `pca.npz`, and needs no data."""
+        """The prior of `config` over the work dir's CLIP. The training set is CLIP-embedded when
+        training first reads it (cached on disk), so sampling needs no data set. The autoregressive
+        prior's PCA is fitted to those embeddings when `training` (saved as `pca.npz`), else read
+        from that file."""
         workdir = pathlib.Path(workdir)
         p = config.prior
         if p.kind not in KINDS:
             raise ValueError(f"prior.kind must be one of {KINDS}, got {p.kind!r}")
         text_tokenizer = TextTokenizer.load(workdir)
-        trained_clip = TrainedClip.load(workdir)
         m, name = p.model, f"prior_{p.kind}"
-        image_embeddings = text_embeddings = None
-        if training:
-            source = pipeline.load_sources(config.data)["train"]
-            image_embeddings = trained_clip.cached_embeddings("train", source, "image")
-            text_embeddings = trained_clip.cached_embeddings("train", source, config.text.caption_field)
-        common = dict(kind=p.kind, text_tokenizer=text_tokenizer, train_image_embeddings=image_embeddings,
-                      train_text_embeddings=text_embeddings, embedding_dim=trained_clip.model.projection_dim,
-                      config=config, name=name)
+        common = dict(kind=p.kind, text_tokenizer=text_tokenizer, config=config, name=name,
+                      embed_training_images=functools.partial(train_split_embeddings, config.data, workdir, "image"),
+                      embed_training_captions=functools.partial(train_split_embeddings, config.data, workdir,
+                                                                config.text.caption_field),
+                      embedding_dim=TrainedClip.load(workdir).model.projection_dim)
         if p.kind == "diffusion":
             model = DiffusionPrior(vocab_size=text_tokenizer.vocab_size, caption_length=config.text.max_length,
                                    width=m.width, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
@@ -84,7 +79,7 @@ class PriorTask:
             return cls(model=model, schedule=schedule_of(p), **common)
         pca_file = workdir / name / "pca.npz"
         if training:
-            pca = PcaBuckets.fit(image_embeddings, variance=p.pca_variance, num_buckets=p.num_buckets)
+            pca = PcaBuckets.fit(common["embed_training_images"](), variance=p.pca_variance, num_buckets=p.num_buckets)
             if jax.process_index() == 0:
                 pca_file.parent.mkdir(parents=True, exist_ok=True)
                 pca.save(pca_file)
@@ -97,7 +92,22 @@ class PriorTask:
             text_length=config.text.max_length, grid_size=(1, pca.num_components), embed_dim=m.width, depth=m.depth,
             num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim, attention_kinds=("full",) * m.depth,
             text_condition=True, dtype=jnp.dtype(m.dtype))
-        return cls(model=model, pca=pca, train_codes=pca.encode(image_embeddings) if training else None, **common)
+        return cls(model=model, pca=pca, **common)
+
+    @functools.cached_property
+    def train_image_embeddings(self) -> np.ndarray:
+        """`float32 [num_train, P]`: the training images' CLIP embeddings (computed once, cached on disk)."""
+        return self.embed_training_images()
+
+    @functools.cached_property
+    def train_text_embeddings(self) -> np.ndarray:
+        """`float32 [num_train, P]`: the CLIP embeddings of the training examples' captions."""
+        return self.embed_training_captions()
+
+    @functools.cached_property
+    def train_codes(self) -> np.ndarray:
+        """Autoregressive: `[num_train, K]` PCA codes of the training images' embeddings."""
+        return self.pca.encode(self.train_image_embeddings)
 
     # -- training ------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ def good_images() -> dict[str, tuple[bytes, np.ndarray, float]]:
     files["photo.JPEG"] = (_save(Image.fromarray(rgb), "JPEG", quality=90), rgb, 3.0)  # suffix case
     files["rgb_webp.webp"] = (_save(Image.fromarray(rgb), "WEBP", lossless=True), rgb, 1.0)
     files["rgb_bmp.bmp"] = (_save(Image.fromarray(rgb), "BMP"), rgb, 1.0)
+    # A file that claims one format and is another: read by its bytes, as browsers and Pillow do.
+    files["png_named.jpg"] = (_save(Image.fromarray(rgb), "PNG"), rgb, 1.0)
     grey = gradient(40, 40, 1)[..., 0]
     files["grey.png"] = (_save(Image.fromarray(grey), "PNG"), np.repeat(grey[..., None], 3, -1), 1.0)
     deep = grey.astype(np.uint16) * 256 + 77  # 16 bits: scaled back to 8

@@ -243,3 +243,30 @@ def test_a_data_set_of_your_own_is_recaptioned_with_its_stored_images_unchanged(
             np.testing.assert_array_equal(copy[i]["image"], source[i]["image"])  # the same JPEG bytes
             assert copy[i]["caption"] == source[i]["caption"] and copy[i]["key"] == source[i]["key"]
             assert copy[i][recaption.CAPTION_FEATURE] == f"synthetic {i // 4}:{i % 4}"
+
+
+@pytest.mark.parametrize("mapping", ["jsonl", "csv"])
+def test_a_mapping_file_captions_a_folder(tmp_path, mapping):
+    root = tmp_path / "photos"
+    (root / "trips").mkdir(parents=True)
+    pictures = sorted(own_data.good_images().items())[:3]
+    names = ["trips/a.png", "b.jpg", "c.webp"]
+    for name, (_, (data, _, _)) in zip(names, pictures):
+        (root / name).write_bytes(data)
+    captions = {"trips/a.png": "first, with a comma", "b.jpg": "second \"quoted\""}  # c.webp has no row
+    if mapping == "jsonl":
+        lines = [json.dumps({"file": f, "caption": c}) for f, c in captions.items()] + ["{not json"]
+        (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    else:
+        import csv
+
+        with open(root / "captions.csv", "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["file", "caption"])
+            writer.writerows(captions.items())
+    config = data_config(tmp_path, f"folder:{root}", **{"data.upscale_small": True, "data.validation_fraction": 0.0})
+    report = ingest.build(config)
+    assert {e["key"]: e["caption"] for e in pipeline.load_sources(config)["train"]} == {
+        "trips/a": "first, with a comma", "b": 'second "quoted"'}
+    expected = {"missing_caption": 1} | ({"unreadable_file": 1} if mapping == "jsonl" else {})
+    assert report["skipped"] == expected
