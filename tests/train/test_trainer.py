@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -78,6 +79,13 @@ def test_resume_is_bitwise_exact(tiny_config, tmp_path, ema_decay):
     _assert_bitwise_equal(loaded, straight.params if not ema_decay else optim.averaged_params(straight.opt_state))
     if ema_decay:
         assert not np.allclose(loaded["hidden"]["kernel"], straight.params["hidden"]["kernel"])
+    # From the example's shapes the run saved, without the data set; runs saved before that read one example.
+    spec = json.loads((tmp_path / "resumed" / trainer.EXAMPLE_SPEC).read_text())
+    assert spec == {"image": {"shape": [32, 32, 3], "dtype": "uint8"}, "count": {"shape": [], "dtype": "int32"},
+                    "colours": {"shape": [8], "dtype": "float32"}}
+    (tmp_path / "resumed" / trainer.EXAMPLE_SPEC).unlink()
+    again = trainer.load_variables(tiny_config, tmp_path / "resumed", ToyTask.from_config(tiny_config))["params"]
+    _assert_bitwise_equal(again, loaded)
 
 
 def test_refuses_to_overwrite_a_run(tiny_config, tmp_path):
