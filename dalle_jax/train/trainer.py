@@ -203,11 +203,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
     rules = partitioning.rules_from_config(config.sharding.rules)
 
     source = pipeline.load_sources(config.data)["train"]
+    example = _example(task, source)  # first, in this thread: it computes what the task reads lazily (cached tokens)
     batches = pipeline.ShardedBatches(
         source, task.preprocess, global_batch_size=config.train.batch_size,
         sharding=partitioning.batch_sharding(mesh), seed=config.seed, worker_count=config.data.worker_count)
     optimizer = optim.make_optimizer(config.optim, total_steps)
-    example = _example(task, source)
     init, shardings, abstract = sharded_state_layout(config, task, optimizer, example, mesh)
 
     checkpointer = checkpoint.Checkpointer(workdir / "checkpoints", save_every=config.train.save_every,
