@@ -73,16 +73,12 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """An `RGB` image of any mode: EXIF orientation applied, transparency composited on white,
-    16- and 32-bit greyscale scaled to 8 bits, palette, CMYK, greyscale and bilevel converted."""
+    16- and 32-bit integer greyscale scaled to 8 bits, palette, CMYK, greyscale and bilevel converted."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # Pillow's convert would clip, not scale
         pixels = np.asarray(image).astype(np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(np.round(pixels * 255.0 / peak), 0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        pixels = np.asarray(image)
-        image = Image.fromarray(np.clip(np.round(pixels * 255.0 if pixels.max() <= 1.0 else pixels), 0, 255)
-                                .astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(np.round(pixels * 255.0 / peak), 0, 255).astype(np.uint8))
     if image.mode == "P" or image.mode.endswith("A") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

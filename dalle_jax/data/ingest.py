@@ -234,12 +234,13 @@ def check_built_with(data_config, report: dict) -> None:
                     dataset_dir(data_config), report["source"], data_config.source)
 
 
-def build(data_config, workers: int | None = None) -> dict:
+def build(data_config) -> dict:
     """Builds `image_text/NAME` from `data.source` unless it is built already; returns its report.
 
-    `workers` (default `data.build_workers`: -1 every core, 0 this process alone) processes
-    decode the images; they are spawned, so a script that calls this needs the usual
-    `if __name__ == "__main__":` guard.
+    `data.build_workers` processes (-1 every core, 0 this process alone) decode the images; they
+    are spawned, so a script that calls this needs the usual `if __name__ == "__main__":` guard.
+    The source is read once per split (tfds writes one split at a time); each image is decoded
+    once, in its own split's pass.
     Raises `NoExamplesError` if no example is usable, `ValueError` for a data set on disk built
     with other settings.
     """
@@ -252,10 +253,7 @@ def build(data_config, workers: int | None = None) -> dict:
     readers.parse_source(data_config.source)  # a malformed source fails before anything is written
     if data_config.image_format not in images.FORMATS:
         raise ValueError(f"data.image_format must be one of {images.FORMATS}, got {data_config.image_format!r}")
-    if workers is None:
-        workers = data_config.build_workers
-    if workers < 0:
-        workers = os.cpu_count() or 1
+    workers = data_config.build_workers if data_config.build_workers >= 0 else os.cpu_count() or 1
     report = Report(data_config.source, settings_of(data_config))
     config = ImageTextConfig(name=data_config.name, source=data_config.source, settings=report.settings, report=report,
                              workers=workers, reader_options={

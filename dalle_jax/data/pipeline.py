@@ -55,21 +55,25 @@ def load_sources(data_config, *, decode_images: bool = True) -> dict[str, Any]:
     with `decode_images=False`, as the stored bytes of a data set that stores them encoded.
     """
     if is_own_data(data_config):
-        if jax.process_count() > 1:
-            if jax.process_index() == 0:
-                ingest.build(data_config)
-            multihost_utils.sync_global_devices("image_text data set built")
-        return {split: TextDecoded(source) for split, source in ingest.load(data_config, decode_images).items()}
-    if data_config.name != "shapes":
+        _prepared_by_process_0(lambda: ingest.build(data_config), "image_text data set built")
+        sources = ingest.load(data_config, decode_images)
+    elif data_config.name != "shapes":
         sources = tfds.data_source(data_config.name, data_dir=data_config.data_dir)
-        return {split: TextDecoded(source) for split, source in sources.items()}
-    kwargs = _shapes_kwargs(data_config)
-    if jax.process_count() > 1:  # process 0 renders; the others read what it wrote
-        if jax.process_index() == 0:
-            tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
-        multihost_utils.sync_global_devices("shapes data set prepared")
-    sources = tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
+    else:
+        kwargs = _shapes_kwargs(data_config)
+        _prepared_by_process_0(lambda: tfds_shapes.load_shapes(data_config.data_dir, **kwargs),
+                               "shapes data set prepared")
+        sources = tfds_shapes.load_shapes(data_config.data_dir, **kwargs)
     return {split: TextDecoded(source) for split, source in sources.items()}
+
+
+def _prepared_by_process_0(prepare, what: str) -> None:
+    """With several processes, process 0 writes the data set and the others wait, then read what
+    it wrote; alone, the caller prepares it as it loads."""
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            prepare()
+        multihost_utils.sync_global_devices(what)
 
 
 class TextDecoded:

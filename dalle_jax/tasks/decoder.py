@@ -42,10 +42,12 @@ def build_unet(m, out_channels: int = 3) -> UNet:
                 dtype=jnp.dtype(m.dtype))
 
 
-def train_split_embeddings(data_config, workdir: str | pathlib.Path, what: str) -> np.ndarray:
-    """`TrainedClip.cached_embeddings` of the training split: its images, or the caption feature `what`."""
-    source = pipeline.load_sources(data_config)["train"]
-    return TrainedClip.load(workdir).cached_embeddings("train", source, what)
+def train_split_embeddings(data_config, trained_clip: TrainedClip | str | pathlib.Path, what: str) -> np.ndarray:
+    """`TrainedClip.cached_embeddings` of the training split: its images, or the caption feature
+    `what`. `trained_clip` may be a work dir, whose CLIP is loaded only now."""
+    if not isinstance(trained_clip, TrainedClip):
+        trained_clip = TrainedClip.load(trained_clip)
+    return trained_clip.cached_embeddings("train", pipeline.load_sources(data_config)["train"], what)
 
 
 def schedule_of(section) -> schedules.NoiseSchedule:

@@ -67,11 +67,12 @@ class PriorTask:
             raise ValueError(f"prior.kind must be one of {KINDS}, got {p.kind!r}")
         text_tokenizer = TextTokenizer.load(workdir)
         m, name = p.model, f"prior_{p.kind}"
+        trained_clip = TrainedClip.load(workdir)  # once: the embedding size, then the training set's embeddings
+        embed = functools.partial(train_split_embeddings, config.data, trained_clip)
         common = dict(kind=p.kind, text_tokenizer=text_tokenizer, config=config, name=name,
-                      embed_training_images=functools.partial(train_split_embeddings, config.data, workdir, "image"),
-                      embed_training_captions=functools.partial(train_split_embeddings, config.data, workdir,
-                                                                config.text.caption_field),
-                      embedding_dim=TrainedClip.load(workdir).model.projection_dim)
+                      embed_training_images=functools.partial(embed, "image"),
+                      embed_training_captions=functools.partial(embed, config.text.caption_field),
+                      embedding_dim=trained_clip.model.projection_dim)
         if p.kind == "diffusion":
             model = DiffusionPrior(vocab_size=text_tokenizer.vocab_size, caption_length=config.text.max_length,
                                    width=m.width, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
