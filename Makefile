@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_out
 
-.PHONY: demo test clean
+.PHONY: demo test test-convert parity-fixtures clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,28 @@ $(INSTALLED): pyproject.toml
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 -q tests
+
+# Optional: the live parity tests against the PyTorch originals, and the fixtures `make test` reads
+# (docs/weights.md). A CPU PyTorch first: elsewhere than this project's machines, pass
+# TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu". dall_e and open_clip_torch come
+# without their declared dependencies: dall_e imports none of torchvision, mypy or blobfile, and only
+# open_clip's BPE file is read.
+CONVERT_VENV := .venv-convert
+TORCH ?= torch==2.13.0
+
+$(CONVERT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install --quiet --upgrade pip
+	$(CONVERT_VENV)/bin/pip install --quiet $(TORCH)
+	$(CONVERT_VENV)/bin/pip install --quiet -e '.[convert,test]' transformers==5.24.0 tokenizers==0.23.3
+	$(CONVERT_VENV)/bin/pip install --quiet --no-deps DALL-E==0.1 open_clip_torch==3.3.0
+	touch $@
+
+test-convert: $(CONVERT_VENV)/.installed
+	$(CONVERT_VENV)/bin/python -m pytest -q --durations=5 tests_convert
+
+parity-fixtures: $(CONVERT_VENV)/.installed
+	$(CONVERT_VENV)/bin/python tests_convert/make_fixtures.py
 
 # DALL·E 1 at a small budget (about 10 minutes on 2 cores); the full run is configs/shapes_dalle.py.
 RUN := $(BIN)/python run.py
@@ -36,4 +58,4 @@ demo: $(INSTALLED)
 	@echo "demo done: $(DEMO)/dalle_samples.png, $(DEMO)/shapes_train.png, $(DEMO)/dalle/eval.md"
 
 clean:
-	rm -rf $(VENV) $(DEMO) *.egg-info
+	rm -rf $(VENV) $(CONVERT_VENV) $(DEMO) *.egg-info

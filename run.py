@@ -11,6 +11,10 @@ Commands:
   check-oracle          score clean renders of every split with the oracle; JSON to stdout
   train-text-tokenizer  train the BPE text tokenizer on the training captions into --workdir
   train-image-tokenizer train the image tokenizer (VQ-VAE or dVAE) into --workdir/image_tokenizer
+  import-weights        released weights into --workdir: --kind openai-dvae (--source: the directory of OpenAI's
+                        encoder.pkl and decoder.pkl; needs the [convert] extra) to --workdir/image_tokenizer, or
+                        --kind hf-clip (--source: a transformers CLIP snapshot) to --workdir/clip; later
+                        commands use them as if trained there (docs/weights.md)
   train                 train the config's task into --workdir/TASK (--resume to continue)
   train-clip            train CLIP into --workdir/clip (needs the text tokenizer in --workdir)
   eval-clip             CLIP: zero-shot colour/shape accuracy and recall@1/5; --workdir/clip_eval.json
@@ -72,6 +76,8 @@ flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many plain samples p
 flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking")
 flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat the flag for several)")
 flags.DEFINE_string("mode", None, "train-captioner/caption/recaption: captioner mode (alt, short or descriptive)")
+flags.DEFINE_enum("kind", None, ["openai-dvae", "hf-clip"], "import-weights: what --source holds")
+flags.DEFINE_string("source", None, "import-weights: the directory of the released files")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 
@@ -139,7 +145,8 @@ def train_text_tokenizer(config) -> None:
     tok = tokenizer.train_from_source(source, config.text.vocab_size)
     path = tok.save(workdir)
     sample = source[0]["caption"]
-    print(f"{path}: {tok.vocab_size} pieces; {sample!r} -> {tok.encode(sample, config.text.max_length).tolist()}")
+    ids = tok.encode(sample, config.text.max_length)
+    print(f"{path}: {tok.vocab_size} pieces; {sample!r} -> {ids[ids != tokenizer.PAD_ID].tolist()}")
 
 
 def _train_task(config, task) -> None:
@@ -158,8 +165,25 @@ def train_image_tokenizer(config) -> None:
     from dalle_jax.config import stage_config
     from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
 
+    if config.image_tokenizer.kind == "openai_dvae":
+        raise app.UsageError("the OpenAI dVAE is imported, not trained: run import-weights --kind openai-dvae "
+                             "--source DIR (docs/weights.md)")
     config = stage_config(config, "image_tokenizer")
     _train_task(config, ImageTokenizerTask.from_config(config))
+
+
+def import_weights(config) -> None:
+    from dalle_jax.weights import hf_clip, openai_dvae
+
+    if not (FLAGS.kind and FLAGS.source):
+        raise app.UsageError("import-weights needs --kind (openai-dvae or hf-clip) and --source DIR")
+    importer, run_dir = {"openai-dvae": (openai_dvae.import_weights, "image_tokenizer"),
+                         "hf-clip": (hf_clip.import_weights, "clip")}[FLAGS.kind]
+    try:
+        settings = importer(FLAGS.source, _workdir(), config)
+    except (OSError, ValueError, ImportError) as error:  # a missing or mismatched file, a run already there
+        sys.exit(f"error: {error}")
+    print(f"{_workdir() / run_dir}: {FLAGS.kind} imported: {json.dumps(settings)}")
 
 
 def train(config) -> None:
@@ -445,6 +469,7 @@ COMMANDS = {
     "check-oracle": check_oracle,
     "train-text-tokenizer": train_text_tokenizer,
     "train-image-tokenizer": train_image_tokenizer,
+    "import-weights": import_weights,
     "train": train,
     "train-clip": train_clip,
     "eval-clip": eval_clip,

@@ -162,9 +162,10 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
 def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(tmp_path):
     """A folder of the user's images (every mode and format, broken files among them) through
     build-data and the training commands that read it: DALL·E 1's tokenizers and transformer,
-    CLIP, the unCLIP prior (the decoder reads the images as the prior does, and the shapes test
-    trains it), DALL·E 3's captioner and recaptioning; eval without an oracle; then the work
-    dir alone, copied where the data set is not, generates."""
+    CLIP, DALL·E 3's captioner and recaptioning; eval without an oracle; then the work dir alone,
+    copied where the data set is not, generates. (The unCLIP prior trains on your own images in
+    test_released_weights_imported_then_used_with_no_other_flag; the decoder reads them as the
+    prior does, and the shapes test trains it.)"""
     from tests.data import own_data
 
     expected = own_data.write_folder(tmp_path / "photos")
@@ -175,7 +176,7 @@ def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(
     built = run("build-data", *dalle).stdout
     assert f"skipped {sum(expected['bad'].values())} (" in built and "build_report.json" in built
     for command, config in (("train-text-tokenizer", dalle), ("train-image-tokenizer", dalle), ("train", dalle),
-                            ("train-clip", unclip), ("train-prior", unclip)):
+                            ("train-clip", unclip)):
         run(command, *config)
     clip_eval = [json.loads(line) for line in (tmp_path / "run" / "clip" / "metrics.jsonl").read_text().splitlines()]
     assert "eval/image_to_text_recall@1" in clip_eval[-1] and "eval/zero_shot_colour" not in clip_eval[-1]
@@ -201,7 +202,7 @@ def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(
     assert recaptioned[0]["image"].shape == (32, 32, 3) and isinstance(recaptioned[0][recaption.CAPTION_FEATURE], str)
 
     shutil.copytree(tmp_path / "run", tmp_path / "elsewhere")
-    for derived_data in ("image_tokens", "clip_embeddings", "data"):  # what training computed from the data set
+    for derived_data in ("image_tokens", "data"):  # what training computed from the data set
         shutil.rmtree(tmp_path / "elsewhere" / derived_data)
     shutil.rmtree(tmp_path / "data")
     alone = ["--config", "configs/own_data_dalle.py:tiny", "--workdir", str(tmp_path / "elsewhere"),
@@ -290,3 +291,46 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     chex.assert_shape(frames, (3, 32, 32, 3))
     for frame in frames[1:]:  # one embedding throughout: shared noise in both stages gives one image
         np.testing.assert_array_equal(frame, frames[0])
+
+
+def test_released_weights_imported_then_used_with_no_other_flag(tmp_path):
+    """The path from a folder of images to reranked samples with released weights: a CLIP
+    snapshot imported by the command, OpenAI's dVAE imported from its tensors (here the fixture's
+    small random one; reading the pickles needs PyTorch: tests_convert/ runs that command), then
+    training on its tokens, generate --rerank and eval's CLIP score with the imported CLIP, and
+    the prior and the captioner trained over it."""
+    from dalle_jax.config import load_config
+    from dalle_jax.weights import openai_dvae
+    from tests.data import own_data
+    from tests.weights import parity
+
+    own_data.write_folder(tmp_path / "photos")
+    data = [f"--config.data.source=folder:{tmp_path / 'photos'}", "--config.data.name=photos",
+            f"--config.data.data_dir={tmp_path / 'data'}", "--workdir", str(tmp_path / "run"),
+            "--config.train.progress_bar=false"]
+    dalle = ["--config", "configs/own_data_dalle.py:tiny", "--config.image_tokenizer.kind=openai_dvae", *data]
+    unclip = ["--config", "configs/own_data_unclip.py:tiny", *data]
+    run("build-data", *dalle)
+    printed = run("import-weights", *dalle, "--kind", "hf-clip", "--source", str(parity.FIXTURES / "clip_snapshot"))
+    assert "hf-clip imported" in printed.stdout and (tmp_path / "run" / "clip" / "tokenizer.json").exists()
+    again = run("import-weights", *dalle, "--kind", "hf-clip", "--source", str(parity.FIXTURES / "clip_snapshot"),
+                check=False)
+    assert again.returncode != 0 and "already holds a run" in again.stderr and "Traceback" not in again.stderr
+    tensors, _, _ = parity.read_dvae_fixture(parity.FIXTURES / "openai_dvae.npz")
+    config = load_config(str(REPO / "configs/own_data_dalle.py:tiny"), {"image_tokenizer.kind": "openai_dvae"})
+    openai_dvae.import_tensors(tensors, tmp_path / "run", config)
+    refused = run("train-image-tokenizer", *dalle, check=False)
+    assert refused.returncode != 0 and "imported, not trained" in refused.stderr
+
+    run("train-text-tokenizer", *dalle)
+    run("train", *dalle)
+    out = tmp_path / "reranked.png"
+    run("generate", *dalle, "--prompt", "a picture called rgb", "--rerank", "2", "--out", str(out))
+    assert Image.open(out).size[0] >= 32
+    printed = run("eval", *dalle).stdout
+    assert "reporting CLIP score" in printed
+    assert 0 <= json.loads((tmp_path / "run" / "eval.json").read_text())["validation"]["clip_score"] <= 100
+    run("train-prior", *unclip)
+    run("train-captioner", *unclip, "--mode", "alt")
+    assert (tmp_path / "run" / "prior_diffusion" / "checkpoints").exists()
+    assert (tmp_path / "run" / "captioner_alt" / "checkpoints").exists()

@@ -8,6 +8,12 @@
   token or mean pooling.
 - Both are projected linearly to a shared embedding and L2-normalised. The learnable
   temperature starts at `log(1 / 0.07)` and its exponential is clamped at 100.
+
+OpenAI's released architecture (`weights/hf_clip.py` loads its weights) is the same network
+with these fields set: biases in attention, quick-GELU, LayerNorm ε = 1e-5, a LayerNorm
+before the image tower's blocks, a patch convolution without bias, pixels resized bicubically
+to the tower's `image_size` and standardised with CLIP's mean and std, and the text pooled at
+its tokenizer's end-of-text id.
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import optax
 
 from dalle_jax.models.pixels import box_downsample, to_unit_range
 from dalle_jax.nn.attention import dense_init
 from dalle_jax.nn.conv import conv
-from dalle_jax.nn.transformer import TransformerStack
+from dalle_jax.nn.transformer import LAYER_NORM_EPS, TransformerStack, layer_norm
 from dalle_jax.text.tokenizer import EOS_ID
 
 MAX_LOGIT_SCALE = 100.0
+# The pixel statistics OpenAI's CLIP standardises its inputs with (RGB, of [0, 1] values).
+OPENAI_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _normal(names, stddev=0.02):
@@ -32,7 +42,7 @@ def _normal(names, stddev=0.02):
 
 
 class TextEncoder(nn.Module):
-    """`int32 [batch, length]` tokens to `[batch, embed_dim]` features at the first `EOS_ID`."""
+    """`int32 [batch, length]` tokens to `[batch, embed_dim]` features at the first `eos_id`."""
 
     vocab_size: int
     length: int
@@ -42,6 +52,10 @@ class TextEncoder(nn.Module):
     head_dim: int
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
+    eos_id: int = EOS_ID
+    attention_bias: bool = False
+    activation: str = "gelu"
+    norm_eps: float = LAYER_NORM_EPS
 
     @nn.compact
     def __call__(self, tokens, *, pooled: bool = True):
@@ -49,16 +63,25 @@ class TextEncoder(nn.Module):
         x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_normal(("vocab", "embed")))(tokens)
         x = x + self.param("position", _normal(("length", "embed")), (self.length, self.embed_dim))[: tokens.shape[1]]
         causal = jnp.tril(jnp.ones((tokens.shape[1],) * 2, bool))
-        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(x.astype(self.dtype),
-                                                                                                   causal)
-        return at_end_of_text(x, tokens) if pooled else x
+        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype, self.attention_bias,
+                             self.activation, self.norm_eps)(x.astype(self.dtype), causal)
+        return at_end_of_text(x, tokens, self.eos_id) if pooled else x
 
 
-def at_end_of_text(hidden, tokens):
-    """`hidden [batch, length, dim]` at each row's first `EOS_ID` (the last position if it has none)."""
-    end = jnp.argmax(tokens == EOS_ID, axis=1)
-    end = jnp.where(jnp.any(tokens == EOS_ID, axis=1), end, tokens.shape[1] - 1)
+def at_end_of_text(hidden, tokens, eos_id: int = EOS_ID):
+    """`hidden [batch, length, dim]` at each row's first `eos_id` (the last position if it has none)."""
+    end = jnp.argmax(tokens == eos_id, axis=1)
+    end = jnp.where(jnp.any(tokens == eos_id, axis=1), end, tokens.shape[1] - 1)
     return jnp.take_along_axis(hidden, end[:, None, None], axis=1)[:, 0]
+
+
+def standardize_pixels(images, image_size: int, mean: Sequence[float], std: Sequence[float]):
+    """CLIP's preprocessing of square `uint8 [batch, H, W, 3]` images: a bicubic resize (with
+    antialiasing when shrinking) to `image_size`, then `(x / 255 - mean) / std` per channel."""
+    x = images.astype(jnp.float32) / 255.0
+    if x.shape[1] != image_size or x.shape[2] != image_size:
+        x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]), "bicubic")
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 class VisionEncoder(nn.Module):
@@ -77,15 +100,27 @@ class VisionEncoder(nn.Module):
     patch_kernel: int = 0  # > its stride: overlapping patches (each token sees its neighbours' pixels)
     image_size: int = 0  # > 0: larger images (a multiple of it) are box-averaged down to this size first
     dtype: jnp.dtype = jnp.float32
+    # OpenAI's architecture: with `pixel_mean` and `pixel_std`, images are resized bicubically to
+    # `image_size` and standardised (`standardize_pixels`) instead of mapped to [-1, 1].
+    pixel_mean: Sequence[float] | None = None
+    pixel_std: Sequence[float] | None = None
+    pre_norm: bool = False  # a LayerNorm between the embeddings and the blocks
+    patch_bias: bool = True
+    attention_bias: bool = False
+    activation: str = "gelu"
+    norm_eps: float = LAYER_NORM_EPS
 
     @nn.compact
     def __call__(self, images, *, pooled: bool = True):
         """`[batch, embed_dim]`, or with `pooled=False` every output token `[batch, tokens, embed_dim]`."""
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        x = to_unit_range(images)
-        if self.image_size and x.shape[1] != self.image_size:
-            x = box_downsample(x, self.image_size)
+        if self.pixel_mean is not None:
+            x = standardize_pixels(images, self.image_size, self.pixel_mean, self.pixel_std)
+        else:
+            x = to_unit_range(images)
+            if self.image_size and x.shape[1] != self.image_size:
+                x = box_downsample(x, self.image_size)
         x = x.astype(self.dtype)
         p = self.patch_size // 2 ** len(self.stem_channels)
         if p * 2 ** len(self.stem_channels) != self.patch_size:
@@ -95,15 +130,17 @@ class VisionEncoder(nn.Module):
             x = nn.gelu(conv(channels, stride=2, dtype=self.dtype, name=f"stem_{i}")(x))
         k = max(self.patch_kernel, p)
         x = nn.Conv(self.embed_dim, (k, k), strides=(p, p), padding="SAME", dtype=self.dtype, name="patch_embed",
-                    kernel_init=dense_init(("height", "width", None, "embed")),
+                    use_bias=self.patch_bias, kernel_init=dense_init(("height", "width", None, "embed")),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x)
         x = x.reshape(x.shape[0], -1, self.embed_dim)
         if self.pooling == "cls":
             cls = self.param("cls", _normal((None, "embed")), (1, self.embed_dim))
             x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.embed_dim)).astype(x.dtype), x], axis=1)
         x = x + self.param("position", _normal(("length", "embed")), x.shape[1:])
-        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(
-            x, jnp.ones((x.shape[1],) * 2, bool))
+        if self.pre_norm:
+            x = layer_norm(self.dtype, "pre_norm", self.norm_eps)(x)
+        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype, self.attention_bias,
+                             self.activation, self.norm_eps)(x, jnp.ones((x.shape[1],) * 2, bool))
         if not pooled:
             return x
         return x[:, 0] if self.pooling == "cls" else x.mean(axis=1)

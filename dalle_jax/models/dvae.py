@@ -21,6 +21,16 @@ from dalle_jax.nn.conv import Decoder, Encoder
 LOGIT_LAPLACE_EPS = 0.1
 
 
+def map_pixels(x):
+    """Pixels in [0, 1] squeezed into `[eps, 1 - eps]`, where the logit-Laplace density is finite."""
+    return (1 - 2 * LOGIT_LAPLACE_EPS) * x + LOGIT_LAPLACE_EPS
+
+
+def unmap_pixels(x):
+    """The inverse of `map_pixels`, clipped to [0, 1]."""
+    return jnp.clip((x - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS), 0.0, 1.0)
+
+
 class DiscreteVAE(nn.Module):
     """Images `uint8 [batch, H, W, 3]` to codes `[batch, H/f, W/f]` and back, `f = 2**len(channels)`."""
 
@@ -57,8 +67,7 @@ class DiscreteVAE(nn.Module):
         """The decoder output as an image in [-1, 1]."""
         if self.reconstruction_loss == "mse":
             return decoder_output
-        unit = (jax.nn.sigmoid(decoder_output[..., :3]) - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)
-        return jnp.clip(unit, 0.0, 1.0) * 2.0 - 1.0
+        return unmap_pixels(jax.nn.sigmoid(decoder_output[..., :3])) * 2.0 - 1.0
 
     def encode(self, images):
         return jnp.argmax(self.encoder(to_unit_range(images)), axis=-1).astype(jnp.int32)
@@ -71,7 +80,7 @@ def logit_laplace_nll(decoder_output, images):
     """Per-pixel negative log-likelihood of `uint8` images under the logit-Laplace
     distribution with location `decoder_output[..., :3]` and log-scale `[..., 3:]`."""
     mu, log_scale = decoder_output[..., :3], decoder_output[..., 3:]
-    x = images.astype(jnp.float32) / 255.0 * (1 - 2 * LOGIT_LAPLACE_EPS) + LOGIT_LAPLACE_EPS
+    x = map_pixels(images.astype(jnp.float32) / 255.0)
     logit_x = jnp.log(x) - jnp.log1p(-x)
     return jnp.abs(logit_x - mu) * jnp.exp(-log_scale) + log_scale + jnp.log(2.0 * x * (1.0 - x))
 

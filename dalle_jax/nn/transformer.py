@@ -8,22 +8,33 @@ import jax.numpy as jnp
 from dalle_jax.nn.attention import KVCache, SelfAttention, dense_init
 
 ACTIVATION_AXES = ("batch", "length", "embed")
+LAYER_NORM_EPS = 1e-6
 
 
-def layer_norm(dtype, name=None) -> nn.LayerNorm:
-    return nn.LayerNorm(dtype=dtype, name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+def quick_gelu(x):
+    """`x · sigmoid(1.702 x)`, the GELU approximation OpenAI's CLIP was trained with."""
+    return x * nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.gelu, "quick_gelu": quick_gelu}
+
+
+def layer_norm(dtype, name=None, eps: float = LAYER_NORM_EPS) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
 class MlpBlock(nn.Module):
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
+    activation: str = "gelu"  # a key of ACTIVATIONS
 
     @nn.compact
     def __call__(self, x):
         h = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=dense_init(("embed", "mlp")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x)
-        h = nn.with_logical_constraint(nn.gelu(h), ("batch", "length", "mlp"))
+        h = nn.with_logical_constraint(ACTIVATIONS[self.activation](h), ("batch", "length", "mlp"))
         return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=dense_init(("mlp", "embed")),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h)
 
@@ -35,13 +46,17 @@ class DecoderBlock(nn.Module):
     head_dim: int
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
+    attention_bias: bool = False
+    activation: str = "gelu"
+    norm_eps: float = LAYER_NORM_EPS
 
     @nn.compact
     def __call__(self, x, mask, *, cache: KVCache | None = None, start=0):
-        h, cache = SelfAttention(self.num_heads, self.head_dim, self.dtype, name="attention")(
-            layer_norm(self.dtype, "attention_norm")(x), mask, cache=cache, start=start)
+        h, cache = SelfAttention(self.num_heads, self.head_dim, self.dtype, self.attention_bias, name="attention")(
+            layer_norm(self.dtype, "attention_norm", self.norm_eps)(x), mask, cache=cache, start=start)
         x = nn.with_logical_constraint(x + h, ACTIVATION_AXES)
-        x = x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(layer_norm(self.dtype, "mlp_norm")(x))
+        x = x + MlpBlock(self.mlp_dim, self.dtype, self.activation, name="mlp")(
+            layer_norm(self.dtype, "mlp_norm", self.norm_eps)(x))
         return nn.with_logical_constraint(x, ACTIVATION_AXES), cache
 
 
@@ -53,9 +68,13 @@ class TransformerStack(nn.Module):
     head_dim: int
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
+    attention_bias: bool = False
+    activation: str = "gelu"
+    norm_eps: float = LAYER_NORM_EPS
 
     @nn.compact
     def __call__(self, x, mask):
         for i in range(self.depth):
-            x, _ = DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")(x, mask)
-        return layer_norm(self.dtype, "final_norm")(x)
+            x, _ = DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, self.attention_bias,
+                                self.activation, self.norm_eps, name=f"block_{i}")(x, mask)
+        return layer_norm(self.dtype, "final_norm", self.norm_eps)(x)

@@ -1,6 +1,9 @@
 """Training CLIP on image–caption pairs with the symmetric InfoNCE loss over the global batch.
 
 Needs the run's text tokenizer (`WORKDIR/text_tokenizer.model`); trains into `WORKDIR/clip`.
+`WORKDIR/clip` may instead hold OpenAI's CLIP, imported by `run.py import-weights --kind
+hf-clip` (`model.architecture = "openai"`, its own tokenizer files beside the weights); every
+later stage uses whichever is there.
 """
 
 from __future__ import annotations
@@ -18,33 +21,59 @@ from dalle_jax.data import pipeline
 from dalle_jax.data.cache import cached_rows
 from dalle_jax.eval import clip_metrics
 from dalle_jax.models import clip
+from dalle_jax.text.clip_tokenizer import ClipTokenizer
 from dalle_jax.text.tokenizer import TextTokenizer
-from dalle_jax.train import checkpoint, trainer
+from dalle_jax.train import trainer
+
+TOWER_SIZES = ("embed_dim", "depth", "num_heads", "head_dim", "mlp_dim")
 
 
-def build_clip(config, text_vocab_size: int) -> clip.CLIP:
+def _tower_sizes(m, tower: str) -> dict:
+    """A tower's sizes: `model.TOWER` where it gives them (OpenAI's towers differ in width), else
+    the sizes both towers share."""
+    own = m.get(tower) or {}
+    return {k: own[k] if k in own else m[k] for k in TOWER_SIZES}
+
+
+def is_openai(config) -> bool:
+    return config.model.get("architecture", "dalle_jax") == "openai"
+
+
+def build_clip(config, text_tokenizer: TextTokenizer | ClipTokenizer) -> clip.CLIP:
     m = config.model
-    common = dict(embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
-                  mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
+    dtype = jnp.dtype(m.dtype)
+    text_options, vision_options = {}, {}
+    vocab_size = text_tokenizer.vocab_size
+    if is_openai(config):
+        vocab_size = config.text.vocab_size  # the released embedding table's rows
+        shared = dict(attention_bias=True, activation=m.activation, norm_eps=m.norm_eps)
+        text_options = dict(shared, eos_id=text_tokenizer.eos_id)
+        vision_options = dict(shared, pixel_mean=tuple(m.pixel_mean), pixel_std=tuple(m.pixel_std), pre_norm=True,
+                              patch_bias=False)
     return clip.CLIP(
-        clip.TextEncoder(vocab_size=text_vocab_size, length=config.text.max_length, **common),
+        clip.TextEncoder(vocab_size=vocab_size, length=config.text.max_length, dtype=dtype,
+                         **_tower_sizes(m, "text_tower"), **text_options),
         # `.get`: CLIP runs saved before these options existed read back as before.
         clip.VisionEncoder(patch_size=m.patch_size, pooling=m.pooling, stem_channels=tuple(m.get("stem_channels", ())),
-                           patch_kernel=m.get("patch_kernel", 0), image_size=m.get("image_size", 0), **common),
+                           patch_kernel=m.get("patch_kernel", 0), image_size=m.get("image_size", 0), dtype=dtype,
+                           **_tower_sizes(m, "vision_tower"), **vision_options),
         projection_dim=m.projection_dim)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClipTask:
     model: clip.CLIP
-    text_tokenizer: TextTokenizer
+    text_tokenizer: TextTokenizer | ClipTokenizer
     config: Any
     name: str = "clip"
 
     @classmethod
     def from_config(cls, config, workdir: str | pathlib.Path) -> "ClipTask":
-        text_tokenizer = TextTokenizer.load(workdir)
-        return cls(build_clip(config, text_tokenizer.vocab_size), text_tokenizer, config)
+        """The CLIP of `config`: with the work dir's text tokenizer, or for OpenAI's architecture
+        with the tokenizer imported beside its weights (`WORKDIR/clip`)."""
+        workdir = pathlib.Path(workdir)
+        text_tokenizer = ClipTokenizer.load(workdir / cls.name) if is_openai(config) else TextTokenizer.load(workdir)
+        return cls(build_clip(config, text_tokenizer), text_tokenizer, config)
 
     @functools.cached_property
     def eval_examples(self) -> list[dict]:
@@ -93,19 +122,21 @@ class ClipTask:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainedClip:
-    """The CLIP trained in `WORKDIR/clip`, as later stages use it (captioner, unCLIP, reranking)."""
+    """The CLIP trained (or imported) in `WORKDIR/clip`, as later stages use it (captioner,
+    unCLIP, reranking)."""
 
     task: ClipTask
     params: Any
-    step: int
+    step: int  # 0 for imported weights
     workdir: pathlib.Path
 
     @classmethod
     def load(cls, workdir: str | pathlib.Path) -> "TrainedClip":
         workdir = pathlib.Path(workdir)
-        config = trainer.run_config(workdir / "clip", f"; run `python run.py train-clip --workdir {workdir}` first")
+        config = trainer.run_config(workdir / "clip", f"; run `python run.py train-clip --workdir {workdir}` or "
+                                                      "`import-weights --kind hf-clip` first")
         task = ClipTask.from_config(config, workdir)
-        step = checkpoint.latest_step(workdir / "clip" / "checkpoints")
+        step = trainer.trained_step(workdir / "clip")
         return cls(task, trainer.load_variables(config, workdir / "clip", task)["params"], step, workdir)
 
     @property

@@ -1,7 +1,8 @@
 """Training and sampling the DALL·E transformer.
 
 It needs the run's two tokenizers: `WORKDIR/text_tokenizer.model` and the image tokenizer
-trained into `WORKDIR/image_tokenizer`. The training images are encoded to tokens once
+trained (or imported: OpenAI's dVAE) into `WORKDIR/image_tokenizer`, whose own config there
+sets the token grid and the number of codes. The training images are encoded to tokens once
 (cached under `WORKDIR/image_tokens/`), so training steps only run the transformer.
 
 Loss: `text_weight` x text cross-entropy + `image_weight` x image cross-entropy (the paper's
@@ -22,14 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dalle_jax.config import stage_config
 from dalle_jax.data import pipeline
 from dalle_jax.data.cache import cached_rows
 from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens, teacher_forced_logits
 from dalle_jax.nn import masks
-from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
+from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask, downsample_factor
 from dalle_jax.text.tokenizer import TextTokenizer
-from dalle_jax.train import checkpoint, trainer
+from dalle_jax.train import trainer
 
 
 def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, variables, tokenizer_step: int,
@@ -52,6 +52,24 @@ def _train_split_tokens(data_config, workdir: pathlib.Path, tokenizer, variables
     return cached_image_tokens(workdir, "train", source, tokenizer, variables, tokenizer_step)
 
 
+def _image_tokenizer_run(config, workdir: pathlib.Path):
+    """(config, step) of the image tokenizer in `WORKDIR/image_tokenizer`. Its kind must be the
+    one `config.image_tokenizer` asks for."""
+    run_dir = workdir / "image_tokenizer"
+    how = (f"run `python run.py import-weights --kind openai-dvae --workdir {workdir}`"
+           if config.image_tokenizer.kind == "openai_dvae" else
+           f"run `python run.py train-image-tokenizer --workdir {workdir}`")
+    step = trainer.trained_step(run_dir)
+    if step is None:
+        raise FileNotFoundError(f"no image tokenizer in {run_dir}; {how} first")
+    tokenizer_config = trainer.run_config(run_dir)
+    if tokenizer_config.image_tokenizer.kind != config.image_tokenizer.kind:
+        raise ValueError(f"{run_dir} holds a {tokenizer_config.image_tokenizer.kind!r} image tokenizer but the config "
+                         f"asks for image_tokenizer.kind={config.image_tokenizer.kind!r}; use another --workdir or set "
+                         f"--config.image_tokenizer.kind={tokenizer_config.image_tokenizer.kind}")
+    return tokenizer_config, step
+
+
 def training_caption(example: dict, text_config, rng: np.random.Generator) -> str:
     """The caption a training example is read with: with `synthetic_caption_field` set, that
     synthetic caption with probability `synthetic_caption_rate` (DALL·E 3 section 3.1 blends
@@ -61,10 +79,12 @@ def training_caption(example: dict, text_config, rng: np.random.Generator) -> st
     return example[text_config.caption_field]
 
 
-def build_transformer(config, text_vocab_size: int, grid_size: tuple[int, int]) -> DalleTransformer:
+def build_transformer(config, text_vocab_size: int, grid_size: tuple[int, int],
+                      image_vocab_size: int | None = None) -> DalleTransformer:
+    """The transformer of `config.model`; `image_vocab_size` defaults to `config.image_tokenizer.num_codes`."""
     m = config.model
     return DalleTransformer(
-        text_vocab_size=text_vocab_size, image_vocab_size=config.image_tokenizer.num_codes,
+        text_vocab_size=text_vocab_size, image_vocab_size=image_vocab_size or config.image_tokenizer.num_codes,
         text_length=config.text.max_length, grid_size=grid_size, embed_dim=m.embed_dim, depth=m.depth,
         num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim,
         attention_kinds=masks.layer_kinds(m.attention, m.depth), conv_kernel=m.conv_kernel, dtype=jnp.dtype(m.dtype))
@@ -86,18 +106,13 @@ class DalleTask:
         when training first reads them (`train_image_tokens`): sampling needs no data set."""
         workdir = pathlib.Path(workdir)
         text_tokenizer = TextTokenizer.load(workdir)
-        tokenizer_config = stage_config(config, "image_tokenizer")
+        tokenizer_config, step = _image_tokenizer_run(config, workdir)
         tokenizer_task = ImageTokenizerTask.from_config(tokenizer_config)
-        tokenizer_dir = workdir / tokenizer_task.name
-        step = checkpoint.latest_step(tokenizer_dir / "checkpoints")
-        if step is None:
-            raise FileNotFoundError(f"no image tokenizer in {tokenizer_dir}; run `python run.py "
-                                    f"train-image-tokenizer --workdir {workdir}` first")
-        variables = trainer.load_variables(tokenizer_config, tokenizer_dir, tokenizer_task)
+        variables = trainer.load_variables(tokenizer_config, workdir / tokenizer_task.name, tokenizer_task)
         encode = functools.partial(_train_split_tokens, config.data, workdir, tokenizer_task.model, variables, step)
-        factor = 2 ** len(config.image_tokenizer.channels)
-        grid = (config.data.image_size // factor,) * 2
-        model = build_transformer(config, text_tokenizer.vocab_size, grid)
+        settings = tokenizer_config.image_tokenizer
+        grid = (config.data.image_size // downsample_factor(settings),) * 2
+        model = build_transformer(config, text_tokenizer.vocab_size, grid, settings.num_codes)
         return cls(model, text_tokenizer, tokenizer_task.model, variables, encode, config)
 
     @functools.cached_property

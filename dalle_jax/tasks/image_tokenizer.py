@@ -1,5 +1,8 @@
 """Training the image tokenizer (VQ-VAE or dVAE), as `config.image_tokenizer` says.
 
+`kind = "openai_dvae"` is OpenAI's released dVAE (`models/openai_dvae.py`): imported by
+`run.py import-weights --kind openai-dvae`, never trained here.
+
 Logged: reconstruction PSNR, codebook usage (fraction of codes used in the batch) and
 perplexity (exp of the entropy of the batch's code histogram).
 """
@@ -16,13 +19,17 @@ import numpy as np
 
 from dalle_jax.models import dvae, pixels
 from dalle_jax.models.dvae import DiscreteVAE
+from dalle_jax.models.openai_dvae import DOWNSAMPLE_FACTOR, OpenAIDiscreteVAE
 from dalle_jax.models.vqvae import VQVAE
 
-KINDS = ("vqvae", "dvae")
+KINDS = ("vqvae", "dvae", "openai_dvae")
 
 
 def build_image_tokenizer(c) -> nn.Module:
     """The tokenizer that `config.image_tokenizer` describes."""
+    if c.kind == "openai_dvae":
+        return OpenAIDiscreteVAE(hidden=c.hidden, blocks_per_group=c.blocks_per_group, num_codes=c.num_codes,
+                                 init_channels=c.init_channels, dtype=jnp.dtype(c.dtype))
     common = dict(num_codes=c.num_codes, code_dim=c.code_dim, channels=tuple(c.channels),
                   num_res_blocks=c.num_res_blocks, dtype=jnp.dtype(c.dtype))
     if c.kind == "vqvae":
@@ -30,6 +37,11 @@ def build_image_tokenizer(c) -> nn.Module:
     if c.kind == "dvae":
         return DiscreteVAE(reconstruction_loss=c.reconstruction_loss, **common)
     raise ValueError(f"image_tokenizer.kind must be one of {KINDS}, got {c.kind!r}")
+
+
+def downsample_factor(c) -> int:
+    """How many pixels a code spans on each side: images `[H, W]` give `[H / f, W / f]` codes."""
+    return DOWNSAMPLE_FACTOR if c.kind == "openai_dvae" else 2 ** len(c.channels)
 
 
 def codebook_stats(codes, num_codes: int) -> dict[str, jax.Array]:

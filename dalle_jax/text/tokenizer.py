@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import pathlib
 import warnings
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -63,13 +63,15 @@ class TextTokenizer:
 
     def decode(self, ids: np.ndarray) -> str | list[str]:
         """Text up to the first `EOS_ID` of each row (`[length]` gives one string)."""
-        ids = np.asarray(ids)
-        rows = ids[None] if ids.ndim == 1 else ids
-        texts = []
-        for row in rows.tolist():
-            row = row[: row.index(EOS_ID)] if EOS_ID in row else row
-            texts.append(self._processor.decode([i for i in row if i > EOS_ID]))
-        return texts[0] if ids.ndim == 1 else texts
+        return decode_rows(ids, EOS_ID, lambda row: self._processor.decode([i for i in row if i > EOS_ID]))
+
+
+def decode_rows(ids: np.ndarray, eos_id: int, decode_row: Callable[[list[int]], str]) -> str | list[str]:
+    """`decode_row` of each row of `ids` cut before its first `eos_id` (`[length]` gives one string)."""
+    ids = np.asarray(ids)
+    rows = ids[None] if ids.ndim == 1 else ids
+    texts = [decode_row(row[: row.index(eos_id)] if eos_id in row else row) for row in rows.tolist()]
+    return texts[0] if ids.ndim == 1 else texts
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:

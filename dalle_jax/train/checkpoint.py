@@ -4,6 +4,9 @@ A thin layer over `orbax.checkpoint.CheckpointManager`: saves every
 `save_every` steps (or when forced), keeps the last `keep`, and restores onto the
 shardings of a freshly built (abstract) state. A checkpoint whose shapes do not fit the
 config is refused with the parameters that differ.
+
+Imported weights (`run.py import-weights`) are variables alone, with no optimizer state:
+`save_variables` / `restore_variables`.
 """
 
 from __future__ import annotations
@@ -58,17 +61,7 @@ class Checkpointer:
         return restored["state"], restored["data"], step
 
     def _check_shapes(self, step: int, abstract_state: Any) -> None:
-        saved = self._manager.item_metadata(step)["state"]
-        saved_shapes = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
-        wanted = {_path_name(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(abstract_state)}
-        problems = [f"{k}: checkpoint {saved_shapes.get(k, 'missing')} vs config {v}"
-                    for k, v in wanted.items() if saved_shapes.get(k) != v]
-        problems += [f"{k}: in checkpoint, not built by config" for k in saved_shapes if k not in wanted]
-        if problems:
-            listed = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
-            raise CheckpointMismatchError(
-                f"checkpoint {self.directory / str(step)} does not fit the config ({len(problems)} arrays differ):\n"
-                f"  {listed}")
+        check_shapes(self._manager.item_metadata(step)["state"], abstract_state, self.directory / str(step))
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
@@ -76,6 +69,34 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def check_shapes(saved: Any, abstract: Any, location: pathlib.Path) -> None:
+    """Raises `CheckpointMismatchError` listing the arrays whose saved shapes (`saved`, a tree of
+    metadata or arrays) differ from those the config builds (`abstract`)."""
+    saved_shapes = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
+    wanted = {_path_name(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(abstract)}
+    problems = [f"{k}: checkpoint {saved_shapes.get(k, 'missing')} vs config {v}"
+                for k, v in wanted.items() if saved_shapes.get(k) != v]
+    problems += [f"{k}: in checkpoint, not built by config" for k in saved_shapes if k not in wanted]
+    if problems:
+        listed = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise CheckpointMismatchError(
+            f"checkpoint {location} does not fit the config ({len(problems)} arrays differ):\n  {listed}")
+
+
+def save_variables(directory: str | pathlib.Path, variables: Any) -> None:
+    """Writes a variables tree (arrays, no optimizer state) to `directory`, which must not exist."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(pathlib.Path(directory).absolute(), variables)
+
+
+def restore_variables(directory: str | pathlib.Path, abstract: Any) -> Any:
+    """The variables `save_variables` wrote, laid out like `abstract` (shapes, dtypes, shardings)."""
+    directory = pathlib.Path(directory).absolute()
+    with ocp.StandardCheckpointer() as checkpointer:
+        check_shapes(checkpointer.metadata(directory).item_metadata, abstract, directory)
+        return checkpointer.restore(directory, abstract)
 
 
 def latest_step(directory: str | pathlib.Path) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import shutil
 import signal
 import threading
 import time
@@ -84,7 +85,7 @@ class TrainingInterrupted(RuntimeError):
 
 
 class RunExistsError(FileExistsError):
-    """The work dir already holds checkpoints and `resume` was not asked for."""
+    """The work dir already holds checkpoints (or imported weights) and `resume` was not asked for."""
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -131,6 +132,7 @@ def sharded_state_layout(config, task: Task, optimizer, example: dict, mesh: jax
 
 
 EXAMPLE_SPEC = "example_spec.json"
+IMPORTED = "imported"  # a run dir's imported weights: variables alone (`checkpoint.save_variables`)
 
 
 def _example(task: Task, source) -> dict:
@@ -160,13 +162,52 @@ def run_config(run_dir: str | pathlib.Path, hint: str = "") -> ml_collections.Co
     return ml_collections.ConfigDict(json.loads(config_file.read_text()))
 
 
+def _write_run_files(run_dir: pathlib.Path, config_json: dict, example: dict) -> None:
+    """`config.json` and `example_spec.json`: what loading a run's variables needs besides them."""
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
+        (run_dir / EXAMPLE_SPEC).write_text(json.dumps(example_spec(example)))
+
+
+def write_imported_run(run_dir: str | pathlib.Path, config: ml_collections.ConfigDict, example: dict,
+                       variables: dict, extra_files: Callable[[pathlib.Path], Any] = lambda directory: None) -> None:
+    """A run dir for weights trained elsewhere: its config, its example's shapes and the variables
+    (`RUN_DIR/imported`), which `load_variables` reads like a trained run's latest checkpoint;
+    `extra_files(directory)` adds what else the run needs (a tokenizer). Written beside `run_dir`
+    and renamed into place, so a killed import leaves no half run; an existing `run_dir` is refused."""
+    run_dir = pathlib.Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunExistsError(f"{run_dir} already holds a run; remove it or choose another --workdir")
+    partial = run_dir.with_name(f".{run_dir.name}.importing")
+    shutil.rmtree(partial, ignore_errors=True)  # what an earlier, killed import left
+    _write_run_files(partial, json.loads(config.to_json_best_effort()), example)
+    checkpoint.save_variables(partial / IMPORTED, variables)
+    extra_files(partial)
+    if run_dir.exists():
+        run_dir.rmdir()
+    partial.rename(run_dir)
+
+
+def trained_step(run_dir: str | pathlib.Path) -> int | None:
+    """The step of a run's latest checkpoint; 0 for imported weights; None if it has neither."""
+    run_dir = pathlib.Path(run_dir)
+    if (run_dir / IMPORTED).exists():
+        return 0
+    return checkpoint.latest_step(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else None
+
+
 def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax.sharding.Mesh | None = None) -> dict:
     """The variables (`{"params": ..., **model_state}`) of a run's latest checkpoint, sharded;
-    `params` is the parameters' EMA when the run kept one (`optim.ema_decay > 0`)."""
+    `params` is the parameters' EMA when the run kept one (`optim.ema_decay > 0`). A run dir of
+    imported weights gives those."""
+    run_dir = pathlib.Path(run_dir)
     mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
     optimizer = optim.make_optimizer(config.optim, config.train.steps)
-    example = saved_example(config, pathlib.Path(run_dir), task)
+    example = saved_example(config, run_dir, task)
     _, _, abstract = sharded_state_layout(config, task, optimizer, example, mesh)
+    if (run_dir / IMPORTED).exists():
+        return checkpoint.restore_variables(run_dir / IMPORTED, {"params": abstract.params, **abstract.model_state})
     checkpointer = checkpoint.Checkpointer(pathlib.Path(run_dir) / "checkpoints", save_every=1, keep=None,
                                            async_save=False)
     try:
@@ -197,6 +238,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
     stop signal.
     """
     workdir = pathlib.Path(workdir)
+    if (workdir / IMPORTED).exists():
+        raise RunExistsError(f"{workdir} holds imported weights ({workdir / IMPORTED}); training does not start from "
+                             "them: choose another --workdir")
     total_steps = config.train.steps
     stop_at_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
     mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
@@ -228,10 +272,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
                              "pass --resume to continue, or choose another --workdir")
 
     config_json = json.loads(config.to_json_best_effort())
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(config_json, indent=2))
-        (workdir / EXAMPLE_SPEC).write_text(json.dumps(example_spec(example)))
+    _write_run_files(workdir, config_json, example)
     step_fn = make_step_fn(task, optimizer, mesh, rules, shardings)
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     writer = MetricWriter(workdir)

@@ -1,0 +1,86 @@
+"""Filling a Flax parameter tree from a released checkpoint's named tensors, by rule.
+
+A converter gives one rule: a Flax parameter path to the released tensor's name and the
+function that lays it out as Flax does (a transposed kernel, a reshaped projection). Every
+parameter must be found with the right shape and every released tensor used, or the error
+lists each one that is missing, mis-shaped or left over, with the file it came from: nothing
+is dropped or zero-filled silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+# A released tensor and the shape its Flax parameter has, to that parameter's value.
+Transform = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+Rule = Callable[[tuple[str, ...]], tuple[str, Transform]]
+
+
+class WeightsMismatchError(ValueError):
+    """Released weights that do not fit the architecture they are loaded into."""
+
+
+def as_is(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    del shape
+    return w
+
+
+def reshaped(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`w` in the parameter's shape (a bias `[heads * head_dim]` as `[heads, head_dim]`)."""
+    return w.reshape(shape)
+
+
+def conv_kernel(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A PyTorch convolution weight `[out, in, kh, kw]` as a Flax kernel `[kh, kw, in, out]`."""
+    del shape
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def dense_kernel(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A PyTorch linear weight `[out, in]` as a Flax kernel `[in, out]`, reshaped to the
+    parameter's shape (`[embed, heads, head_dim]` for a query projection)."""
+    return np.transpose(w).reshape(shape)
+
+
+def abstract_params(module: nn.Module, *args, **kwargs) -> Any:
+    """The shapes and dtypes of `module`'s parameters (`jax.ShapeDtypeStruct`s), computing nothing."""
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
+    return nn.unbox(variables)["params"]
+
+
+def fill(abstract: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *, origin: str,
+         ignored: Iterable[str] = ()) -> Any:
+    """The parameter tree shaped like `abstract`, each leaf `transform(tensors[name])` for
+    `(name, transform) = rule(path)`. `ignored` names released tensors that are not
+    parameters (buffers such as position ids). Raises `WeightsMismatchError` naming `origin`."""
+    problems, used = [], set()
+
+    def leaf(path, wanted):
+        names = tuple(str(getattr(k, "key", k)) for k in path)
+        name, transform = rule(names)
+        if name not in tensors:
+            problems.append(f"{name}: missing (it would fill {'/'.join(names)} {tuple(wanted.shape)})")
+            return None
+        used.add(name)
+        try:
+            value = np.asarray(transform(np.asarray(tensors[name]), tuple(wanted.shape)))
+        except ValueError:  # a reshape that cannot fit
+            value = None
+        if value is None or value.shape != tuple(wanted.shape):
+            problems.append(f"{name}: shape {tuple(np.shape(tensors[name]))} does not fit {'/'.join(names)} "
+                            f"{tuple(wanted.shape)}")
+            return None
+        return value.astype(wanted.dtype)
+
+    params = jax.tree_util.tree_map_with_path(leaf, abstract)
+    ignored = set(ignored)
+    problems += [f"{name}: shape {tuple(np.shape(tensors[name]))}, not part of the architecture"
+                 for name in tensors if name not in used and name not in ignored]
+    if problems:
+        listed = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise WeightsMismatchError(f"{origin} does not fit the architecture ({len(problems)} tensors):\n  {listed}")
+    return params
