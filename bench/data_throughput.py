@@ -134,7 +134,7 @@ def step_demand(variant: str, steps: int = 2) -> dict:
     from dalle_jax.config import load_config, stage_config
     from dalle_jax.models.dalle import teacher_forced_logits
     from dalle_jax.tasks.dalle import build_transformer
-    from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask
+    from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask, downsample_factor
 
     config = load_config(str(REPO / f"configs/own_data_dalle.py:{variant}"))
     size, result = config.data.image_size, {"variant": variant}
@@ -145,9 +145,9 @@ def step_demand(variant: str, steps: int = 2) -> dict:
     variables = nn.unbox(task.init(jax.random.key(0), batch))
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     grad = jax.jit(jax.grad(lambda p, b, r: task.loss_fn(p, b, r, step=0, model_state=state)[0]))
-    result["image_tokenizer_step"] = _timed(lambda: grad(params, batch, jax.random.key(1)), steps, batch_size)
+    result["image_tokenizer_step"] = timed(lambda: grad(params, batch, jax.random.key(1)), steps, batch_size)
 
-    grid = size // 2 ** len(config.image_tokenizer.channels)
+    grid = size // downsample_factor(config.image_tokenizer)
     model = build_transformer(config, text_vocab_size=config.text.vocab_size, grid_size=(grid, grid))
     tokens = jnp.zeros((config.train.batch_size, config.text.max_length + grid * grid), jnp.int32)
     params = nn.unbox(model.init(jax.random.key(0), tokens[:1, :-1]))["params"]
@@ -157,11 +157,11 @@ def step_demand(variant: str, steps: int = 2) -> dict:
         return optax.softmax_cross_entropy_with_integer_labels(image_logits, t[:, config.text.max_length:]).mean()
 
     grad = jax.jit(jax.grad(loss))
-    result["transformer_step"] = _timed(lambda: grad(params, tokens), steps, config.train.batch_size)
+    result["transformer_step"] = timed(lambda: grad(params, tokens), steps, config.train.batch_size)
     return result
 
 
-def _timed(step, steps: int, batch_size: int) -> dict:
+def timed(step, steps: int, batch_size: int) -> dict:
     import jax
 
     tick = time.perf_counter()

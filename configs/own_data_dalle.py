@@ -13,8 +13,14 @@
 `data.source` is `folder:DIR`, `webdataset:GLOB` or `parquet:GLOB` (data/readers.py). It is read once, by
 build-data (or by the first command that needs the data); later commands read `data.name` from
 `data.data_dir`, and generate / eval need only the work dir. Variants: `default` (sized for an accelerator:
-docs/data.md gives its step times and memory on a 2-core CPU), `cpu` (a few minutes a stage on a laptop, the
-same 256-px images and 32×32 grid) and `tiny` (32×32 images, 8×8 tokens: the tests).
+docs/data.md gives its step times and memory on a 2-core CPU), `paper` (the paper's tokens: OpenAI's released
+dVAE, 8,192 codes on a 32×32 grid, 256 text tokens; docs/weights.md), `cpu` (a few minutes a stage on a
+laptop, the same 256-px images and 32×32 grid) and `tiny` (32×32 images, 8×8 tokens: the tests).
+
+With OpenAI's weights (`paper`), the image tokenizer and CLIP are imported rather than trained:
+  python run.py import-weights $C --kind openai-dvae --source dall_e_weights   # encoder.pkl, decoder.pkl
+  python run.py import-weights $C --kind hf-clip --source clip-vit-base-patch32  # a transformers snapshot
+  python run.py generate $C --prompt "a red boat on a lake" --rerank 16 --keep 4 --out boats.png
 """
 
 from dalle_jax.config import base_config
@@ -54,7 +60,12 @@ def get_config(variant: str = "default"):
     c.sample = dict(temperature=1.0, top_k=0, top_p=0.95, guidance_scale=1.0, candidates=4, batch_size=16)
     c.eval = dict(num_prompts=64, seed=0)
 
-    if variant == "cpu":  # minutes on a 2-core laptop: smaller models, the same 256-px data and 32×32 grid
+    if variant == "paper":  # Ramesh et al. 2021: 256 BPE text tokens, then 32×32 tokens of the released dVAE
+        c.text.vocab_size, c.text.max_length = 16_384, 256
+        c.image_tokenizer = dict(kind="openai_dvae", num_codes=8_192, hidden=256, blocks_per_group=2,
+                                 init_channels=128, dtype="float32")
+        c.train.batch_size = 4  # docs/weights.md: step time and memory on a 2-core CPU
+    elif variant == "cpu":  # minutes on a 2-core laptop: smaller models, the same 256-px data and 32×32 grid
         c.image_tokenizer.update(num_codes=512, code_dim=32, channels=(16, 32, 64))
         c.image_tokenizer.train = dict(steps=300, batch_size=4, log_every=25, save_every=100)
         c.model.update(embed_dim=256, depth=4, num_heads=4, head_dim=64, mlp_dim=1_024, attention="full")
@@ -76,5 +87,6 @@ def get_config(variant: str = "default"):
         c.sample.update(candidates=2, batch_size=8)
         c.eval.num_prompts = 4
     elif variant != "default":
-        raise ValueError(f"unknown variant {variant!r} of own_data_dalle.py; expected 'default', 'cpu' or 'tiny'")
+        raise ValueError(f"unknown variant {variant!r} of own_data_dalle.py; expected 'default', 'paper', 'cpu' or "
+                         "'tiny'")
     return c

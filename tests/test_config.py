@@ -49,7 +49,7 @@ def test_override_needs_equals():
 
 SHIPPED = {"shapes_toy": ("default", "tiny"), "shapes_dalle": ("default", "demo", "tiny", "paper"),
            "shapes_clip": ("default", "tiny"), "shapes_unclip": ("default", "tiny"),
-           "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "cpu", "tiny"),
+           "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "paper", "cpu", "tiny"),
            "own_data_unclip": ("default", "tiny")}
 
 
@@ -63,8 +63,12 @@ def test_every_shipped_config_loads_in_every_variant():
 def test_own_data_configs_are_256_px_with_a_32_by_32_token_grid():
     from dalle_jax.tasks.decoder import UpsamplerTask
 
-    dalle = load_config(str(REPO / "configs/own_data_dalle.py"))
-    assert dalle.data.image_size == 256 and dalle.data.image_size // 2 ** len(dalle.image_tokenizer.channels) == 32
+    from dalle_jax.tasks.image_tokenizer import downsample_factor
+
+    for variant in ("default", "paper"):
+        dalle = load_config(str(REPO / f"configs/own_data_dalle.py:{variant}"))
+        assert dalle.data.image_size == 256 and dalle.data.image_size // downsample_factor(dalle.image_tokenizer) == 32
+    assert (dalle.image_tokenizer.num_codes, dalle.text.max_length) == (8_192, 256)  # the paper's
     unclip = load_config(str(REPO / "configs/own_data_unclip.py"))
     assert unclip.data.image_size == 256 and unclip.decoder.image_size == 64
     assert UpsamplerTask.from_config(unclip).factor == 4  # 64 → 256; the sizes are checked there
