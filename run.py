@@ -67,17 +67,20 @@ flags.DEFINE_string("config", None, "config file, optionally with a :variant")
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the tokenizer go")
 flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
 flags.DEFINE_string("split", "train", "data split for show-data")
-flags.DEFINE_integer("num", 16, "number of examples (show-data) or renders per split (check-oracle)")
+flags.DEFINE_integer("num", 16, "number of examples (show-data) or renders per split (check-oracle)", lower_bound=1)
 flags.DEFINE_string("out", None, "output PNG path")
 flags.DEFINE_multi_string("prompt", [], "prompt for generate (repeat the flag for several)")
-flags.DEFINE_integer("num_samples", 4, "images per prompt for generate")
+flags.DEFINE_integer("num_samples", 4, "images per prompt for generate", lower_bound=1)
 flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many plain samples per prompt and rerank them "
-                     "with the CLIP in --workdir/clip, in place of sample.candidates (0: no CLIP reranking)")
-flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking")
+                     "with the CLIP in --workdir/clip, in place of sample.candidates (0: no CLIP reranking)",
+                     lower_bound=0)
+flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking", lower_bound=1)
 flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat the flag for several)")
-flags.DEFINE_string("mode", None, "train-captioner/caption/recaption: captioner mode (alt, short or descriptive)")
+flags.DEFINE_enum("mode", None, ["alt", "short", "descriptive"], "train-captioner/caption/recaption: captioner mode")
 flags.DEFINE_enum("kind", None, ["openai-dvae", "hf-clip"], "import-weights: what --source holds")
 flags.DEFINE_string("source", None, "import-weights: the directory of the released files")
+flags.DEFINE_bool("verbose", False, "on an error, print its Python traceback too (always written to "
+                  "WORKDIR/last_error.log, or to the temporary directory without a work dir)")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 
@@ -88,14 +91,16 @@ def _workdir() -> pathlib.Path:
     return pathlib.Path(FLAGS.workdir)
 
 
+# The commands that read what earlier ones trained into the work dir (the rest create it).
+READ_A_WORKDIR = ("eval-clip", "generate", "eval", "caption", "recaption", "unclip-generate", "variations",
+                  "interpolate", "text-diff")
+
+
 def build_data(config) -> None:
     from dalle_jax.data import ingest, pipeline
 
     if pipeline.is_own_data(config.data):
-        try:
-            report = ingest.build(config.data)
-        except (ValueError, FileNotFoundError) as error:
-            sys.exit(f"error: {error}")
+        report = ingest.build(config.data)
         print(f"{ingest.dataset_dir(config.data)}: {ingest.summary(report)}, "
               f"{report['images_per_second']} images/s; reasons and files in {ingest.REPORT} there")
         return
@@ -157,8 +162,6 @@ def _train_task(config, task) -> None:
     except trainer.TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(143)
-    except (trainer.NonFiniteLossError, trainer.RunExistsError) as error:
-        sys.exit(f"error: {error}")
 
 
 def train_image_tokenizer(config) -> None:
@@ -179,10 +182,7 @@ def import_weights(config) -> None:
         raise app.UsageError("import-weights needs --kind (openai-dvae or hf-clip) and --source DIR")
     importer, run_dir = {"openai-dvae": (openai_dvae.import_weights, "image_tokenizer"),
                          "hf-clip": (hf_clip.import_weights, "clip")}[FLAGS.kind]
-    try:
-        settings = importer(FLAGS.source, _workdir(), config)
-    except (OSError, ValueError, ImportError) as error:  # a missing or mismatched file, a run already there
-        sys.exit(f"error: {error}")
+    settings = importer(FLAGS.source, _workdir(), config)
     print(f"{_workdir() / run_dir}: {FLAGS.kind} imported: {json.dumps(settings)}")
 
 
@@ -250,6 +250,8 @@ def generate(config) -> None:
 
     if not FLAGS.prompt:
         raise app.UsageError("generate needs at least one --prompt")
+    if FLAGS.rerank and FLAGS.keep > FLAGS.rerank:
+        raise app.UsageError(f"--keep {FLAGS.keep} is more than the --rerank {FLAGS.rerank} candidates drawn per prompt")
     task, params, rng = _trained_dalle(config)
     generate_fn = lambda prompts, batch: task.generate(params, prompts, jax.random.fold_in(rng, batch))
     per_prompt = FLAGS.rerank or FLAGS.num_samples
@@ -494,7 +496,10 @@ def parse_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     if any(a in ("-h", "--help") for a in argv[1:]):
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    positional = FLAGS([_underscored(a) for a in argv if not a.startswith("--config.")])
+    try:
+        positional = FLAGS([_underscored(a) for a in argv if not a.startswith("--config.")])
+    except flags.Error as error:
+        sys.exit(f"error: {error} (python run.py --help lists the flags)")
     return positional, overrides
 
 
@@ -525,7 +530,37 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
         import jax
 
         jax.distributed.initialize()
-    COMMANDS[positional[1]](config)
+    try:
+        if positional[1] in READ_A_WORKDIR and not _workdir().is_dir():
+            raise app.UsageError(f"the work dir {_workdir()} does not exist: train into it first (or check --workdir)")
+        COMMANDS[positional[1]](config)
+    except app.UsageError as error:
+        sys.exit(f"error: {error} (python run.py --help lists the commands and flags)")
+    except Exception as error:  # noqa: BLE001  (a user sees one line; the traceback goes to a file)
+        sys.exit(_one_line(error))
+
+
+def _one_line(error: Exception) -> str:
+    """`error: MESSAGE [traceback: FILE]`: the traceback written to WORKDIR/last_error.log (or the
+    temporary directory), and printed as well with --verbose."""
+    import tempfile
+    import traceback
+
+    workdir = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else None
+    log = (workdir if workdir and workdir.is_dir() else pathlib.Path(tempfile.gettempdir())) / "last_error.log"
+    text = "".join(traceback.format_exception(error))
+    try:
+        log.write_text(text)
+        where = f" [traceback: {log}]"
+    except OSError:  # a full or read-only disk: the traceback goes to the terminal instead
+        where = f"\n{text}"
+    if FLAGS.verbose:
+        print(text, file=sys.stderr, end="")
+    message = str(error).strip()
+    if not type(error).__module__.startswith("dalle_jax") and not isinstance(error, (FileNotFoundError,
+                                                                                    FileExistsError)):
+        message = f"{type(error).__name__}: {message}".rstrip(": ")  # a library's error: its kind helps
+    return f"error: {message}{where}"
 
 
 if __name__ == "__main__":

@@ -38,6 +38,28 @@ def test_misspelt_key_and_unknown_command_are_clear_errors(tmp_path):
     assert result.returncode != 0 and "expected one command of" in result.stderr
 
 
+def test_user_mistakes_end_in_one_line_without_a_traceback(tmp_path):
+    toy = ["--config", "configs/shapes_toy.py:tiny", "--workdir", str(tmp_path)]
+    dalle = ["--config", "configs/shapes_dalle.py:tiny", "--workdir", str(tmp_path)]
+    mistakes = [
+        (["generate", *dalle, "--prompt", "a", "--num-samples", "-3"], "flag --num_samples=-3: -3 is not a positive"),
+        (["show-data", *toy, "--num", "0"], "flag --num=0"),
+        (["caption", *dalle, "--mode", "bogus", "--image", "x.png"], "flag --mode=bogus: value should be one of"),
+        (["generate", *dalle, "--prompt", "a", "--rerank", "2", "--keep", "3"], "--keep 3 is more than the --rerank 2"),
+        (["generate", "--config", "configs/shapes_dalle.py:tiny", "--workdir", str(tmp_path / "nowhere"), "--prompt",
+          "a"], f"the work dir {tmp_path / 'nowhere'} does not exist"),
+        (["generate", *dalle, "--prompt", "a"], f"no text tokenizer at {tmp_path / 'text_tokenizer.model'}"),
+        (["import-weights", *dalle, "--kind", "hf-clip"], "import-weights needs --kind (openai-dvae or hf-clip) and"),
+        (["import-weights", *dalle, "--kind", "hf-clip", "--source", str(tmp_path)], "config.json not found"),
+        (["train", *toy, "--config.train.steps=many"], "config key 'train.steps': cannot set 'many'"),
+    ]
+    for args, expected in mistakes:
+        result = run(*args, check=False)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr[-2000:])
+        assert expected in last and last.startswith(("error:", "config error:")), (args, last)
+
+
 def dalle_args(data_dir, workdir):
     return ["--config", "configs/shapes_dalle.py:tiny", f"--config.data.data_dir={data_dir}",
             "--workdir", str(workdir), "--config.train.progress_bar=false"]

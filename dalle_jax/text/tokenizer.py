@@ -28,7 +28,7 @@ class TextTokenizer:
     @classmethod
     def load(cls, path: str | pathlib.Path) -> TextTokenizer:
         path = pathlib.Path(path)
-        if path.is_dir():
+        if path.is_dir() or not path.suffix:  # a work dir, made or not
             path = path / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no text tokenizer at {path}; run `python run.py train-text-tokenizer` first")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
+import re
 import shutil
 import signal
 import threading
@@ -25,6 +27,7 @@ import tqdm
 
 from dalle_jax.data import pipeline
 from dalle_jax.train import checkpoint, optim, partitioning
+from dalle_jax.train.lock import RunLockedError, run_lock  # noqa: F401  (RunLockedError: part of train's API)
 from dalle_jax.train.metric_writer import MetricWriter
 from dalle_jax.train.state import TrainState, create_state, step_rng, train_step
 
@@ -82,6 +85,27 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, step: int, directory: pathlib.Path):
         super().__init__(f"interrupted: saved step {step} to {directory}; continue with --resume")
         self.step = step
+
+
+class WriteFailedError(OSError):
+    """Writing a checkpoint or the metrics failed (a full disk, a quota, a file-size limit); the
+    checkpoints saved before it are intact."""
+
+
+def _write_failed(what: str, directory: pathlib.Path, error: BaseException, latest: int | None) -> WriteFailedError:
+    # The operating system's words ("No space left on device") where the error carries its code:
+    # tensorstore's own messages run to several hundred characters of paths.
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    if isinstance(error, OSError) and error.errno:
+        reason = os.strerror(error.errno)
+    elif code:
+        reason = os.strerror(int(code.group(1)))
+    else:
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    free = shutil.disk_usage(directory).free / 2 ** 20 if directory.exists() else float("nan")
+    kept = "no checkpoint was saved before it" if latest is None else f"the checkpoint of step {latest} is intact"
+    return WriteFailedError(f"{what} in {directory} failed ({reason}); {kept}. Make room there ({free:.0f} MB free "
+                            "now) and continue with --resume")
 
 
 class RunExistsError(FileExistsError):
@@ -233,14 +257,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
           stop_at_step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> TrainState:
     """Trains `task` for `config.train.steps` steps (or until `stop_at_step`) in `workdir`.
 
-    Raises `RunExistsError` if `workdir` has checkpoints and not `resume`,
-    `NonFiniteLossError` on a NaN/Inf loss, and `TrainingInterrupted` after saving on a
-    stop signal.
+    Raises `RunExistsError` if `workdir` has checkpoints and not `resume`, `RunLockedError` if
+    another process is training in it, `NonFiniteLossError` on a NaN/Inf loss, and
+    `TrainingInterrupted` after saving on a stop signal.
     """
     workdir = pathlib.Path(workdir)
     if (workdir / IMPORTED).exists():
         raise RunExistsError(f"{workdir} holds imported weights ({workdir / IMPORTED}); training does not start from "
                              "them: choose another --workdir")
+    with run_lock(workdir):
+        return _train(config, workdir, task, resume=resume, stop_at_step=stop_at_step, mesh=mesh)
+
+
+def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_step: int | None,
+           mesh: jax.sharding.Mesh | None) -> TrainState:
     total_steps = config.train.steps
     stop_at_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
     mesh = partitioning.make_mesh(config.mesh) if mesh is None else mesh
@@ -314,16 +344,35 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: 
                     tick, tick_step = now, step
                     if eval_due:
                         host |= evaluate(state)
-                    writer.write(step, host)
+                    try:
+                        writer.write(step, host)
+                    except OSError as error:
+                        raise _write_failed("writing the metrics", workdir, error, _saved_step(checkpointer)) from error
                     progress.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
                 if save_due:
                     checkpointer.save(step, state, batches.get_state(), config_json, force=final)
                 if stop.raised:
                     checkpointer.wait()
                     raise TrainingInterrupted(step, checkpointer.directory)
+        checkpointer.wait()
+    except checkpoint.CheckpointSaveError as error:
+        raise _write_failed("saving a checkpoint", checkpointer.directory, error.__cause__,
+                            _saved_step(checkpointer)) from error
     finally:
         progress.close()
-        writer.close()
-        checkpointer.wait()
-        checkpointer.close()
+        _close_quietly(writer.close, checkpointer.wait, checkpointer.close)  # the error in flight is the one to tell
     return state
+
+
+def _saved_step(checkpointer: checkpoint.Checkpointer) -> int | None:
+    """The newest completely saved step (an unfinished save has a temporary name, which is not listed)."""
+    return checkpoint.latest_step(checkpointer.directory)
+
+
+def _close_quietly(*closers: Callable[[], Any]) -> None:
+    """Calls each; a failure is logged, not raised (closing after a full disk fails too)."""
+    for close in closers:
+        try:
+            close()
+        except Exception as error:  # noqa: BLE001
+            log.warning("while closing the run: %s", str(error).splitlines()[0] if str(error) else error)

@@ -3,6 +3,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import chex
 import jax
@@ -172,3 +174,47 @@ def test_a_fresh_run_starts_from_the_tasks_initial_params(tiny_config, tmp_path)
                      params, pretrained)
     with pytest.raises(ValueError, match="initial_params changed the parameter tree"):
         trainer.starting_params(_PretrainedToy(model, pretrained={"other": 0.0}), fresh.params, None)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_damaged_newest_checkpoint_is_named_with_the_intact_one_and_the_command(tiny_config, tmp_path, damage):
+    apply_overrides(tiny_config.unlock(), {"train.save_every": 2})
+    _train(tiny_config, tmp_path, stop_at_step=4)  # checkpoints 2 and 4
+    files = sorted(p for p in (tmp_path / "checkpoints" / "4" / "state").rglob("*") if p.is_file())
+    victim = max(files, key=lambda p: p.stat().st_size)  # the array data
+    if damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    else:
+        victim.unlink()
+    expected = (rf"checkpoint {tmp_path}/checkpoints/4 is damaged \(.*\); step 2 is intact: set the damaged one "
+                rf"aside with `mv {tmp_path}/checkpoints/4 {tmp_path}/checkpoints/4.damaged`")
+    with pytest.raises(checkpoint.CheckpointDamagedError, match=expected):
+        _train(tiny_config, tmp_path, resume=True)
+    with pytest.raises(checkpoint.CheckpointDamagedError, match=expected):  # inference says the same
+        trainer.load_variables(tiny_config, tmp_path, ToyTask.from_config(tiny_config))
+    assert victim.exists() == (damage == "truncate")  # nothing removed or rewritten
+    os.rename(tmp_path / "checkpoints" / "4", tmp_path / "checkpoints" / "4.damaged")  # the command it gave
+    resumed = _train(tiny_config, tmp_path, resume=True)
+    assert int(resumed.step) == tiny_config.train.steps
+    assert (tmp_path / "checkpoints" / "4.damaged").exists()
+
+
+def test_a_full_disk_stops_training_clearly_and_resume_loses_nothing(tiny_config, tiny_sources, tmp_path):
+    """A write refused part way (full_disk_check.py caps file sizes once step 4 is saved) stops the
+    run naming the directory and the intact checkpoint; with room again, --resume ends where an
+    uninterrupted run does."""
+    from tests.conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests/train/full_disk_check.py"), str(REPO / "configs/shapes_toy.py:tiny"),
+         tiny_config.data.data_dir, str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))  # pipes: a file would be capped too
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert re.search(rf"saving a checkpoint in {tmp_path}/run/checkpoints failed \(.*File too large.*\); the "
+                     r"checkpoint of step 4 is intact\. Make room there .* and continue with --resume", result.stdout)
+    assert checkpoint.Checkpointer(tmp_path / "run/checkpoints", save_every=1, keep=None).all_steps() == [2, 4]
+
+    apply_overrides(tiny_config.unlock(), {"train.steps": 12, "train.save_every": 2, "train.log_every": 4})
+    resumed = _train(tiny_config, tmp_path / "run", resume=True)
+    straight = _train(tiny_config, tmp_path / "straight")
+    _assert_bitwise_equal((resumed.params, resumed.opt_state), (straight.params, straight.opt_state))
