@@ -552,8 +552,8 @@ def _one_line(error: Exception) -> str:
     try:
         log.write_text(text)
         where = f" [traceback: {log}]"
-    except OSError:  # a full or read-only disk: the traceback goes to the terminal instead
-        where = f"\n{text}"
+    except OSError:  # a full or read-only disk
+        where = " [--verbose prints the traceback]"
     if FLAGS.verbose:
         print(text, file=sys.stderr, end="")
     message = str(error).strip()
