@@ -21,7 +21,7 @@ import tokenizers
 from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from dalle_jax.text.tokenizer import decode_rows
+from dalle_jax.text.tokenizer import decode_rows, truncation_warning, valid_text
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 TOKENIZER_JSON = "tokenizer.json"
@@ -93,12 +93,12 @@ class ClipTokenizer:
         """`int32 [batch, length]` ids (`[length]` for one string). A text longer than
         `length - 2` pieces is cut to fit, keeping its `<|endoftext|>`, with a warning naming it."""
         single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
+        texts = [valid_text(t) for t in ([texts] if single else texts)]
         ids = np.full((len(texts), length), self.eos_id, np.int32)
         for row, (text, encoding) in enumerate(zip(texts, self._tokenizer.encode_batch(texts))):
             pieces = encoding.ids
             if len(pieces) > length:
-                warnings.warn(f"text truncated from {len(pieces)} to {length} tokens: {text!r}", stacklevel=2)
+                warnings.warn(truncation_warning(text, len(pieces), length), stacklevel=2)
                 pieces = pieces[: length - 1] + [self.eos_id]
             ids[row, : len(pieces)] = pieces
         return ids[0] if single else ids

@@ -18,6 +18,17 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_FILE = "text_tokenizer.model"
 
 
+def valid_text(text: str) -> str:
+    """`text` with what cannot be UTF-8 (lone surrogates, as an undecodable command-line argument
+    brings) replaced by U+FFFD, which every tokenizer reads."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def truncation_warning(text: str, pieces: int, length: int) -> str:
+    shown = text if len(text) <= 80 else f"{text[:80]}… ({len(text):,} characters)"
+    return f"text truncated from {pieces} to {length} tokens: {shown!r}"
+
+
 class TextTokenizer:
     """Fixed-length encoding and decoding with a trained sentencepiece model."""
 
@@ -52,11 +63,11 @@ class TextTokenizer:
         with a warning that names it.
         """
         single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
+        texts = [valid_text(t) for t in ([texts] if single else texts)]
         ids = np.full((len(texts), length), PAD_ID, np.int32)
         for row, (text, pieces) in enumerate(zip(texts, self._processor.encode(texts))):
             if len(pieces) >= length:
-                warnings.warn(f"text truncated from {len(pieces) + 1} to {length} tokens: {text!r}", stacklevel=2)
+                warnings.warn(truncation_warning(text, len(pieces) + 1, length), stacklevel=2)
                 pieces = pieces[: length - 1]
             ids[row, : len(pieces) + 1] = pieces + [EOS_ID]
         return ids[0] if single else ids

@@ -3,6 +3,8 @@ import io
 import chex
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from dalle_jax.data import images
@@ -79,3 +81,23 @@ def test_rejections_survive_pickling():  # they come back from the build's worke
 
     copy = pickle.loads(pickle.dumps(images.Rejected("too_small", "12×10")))
     assert (copy.reason, copy.detail) == ("too_small", "12×10")
+
+
+_GOOD = [data for data, _, _ in own_data.good_images().values()]
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(data=st.one_of(
+    st.binary(max_size=600),  # anything at all, text named .png included
+    st.tuples(st.sampled_from(_GOOD), st.floats(0, 1)).map(lambda g: g[0][: int(len(g[0]) * g[1])]),  # truncated
+    st.tuples(st.sampled_from(_GOOD), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)).map(
+        lambda g: g[0][: g[1] % len(g[0])] + g[2] + g[0][g[1] % len(g[0]) + len(g[2]):])))  # bytes overwritten
+def test_any_bytes_become_the_rgb_square_or_are_rejected_with_a_reason(data):
+    """What `caption`, `variations`, `interpolate` and `text-diff` read through `square_rgb`: never
+    another exception (run.py turns `Rejected` into a line naming the file)."""
+    try:
+        image = images.square_rgb(data, 24, max_pixels=10**6, upscale_small=True)
+    except images.Rejected as rejected:
+        assert rejected.reason in images.REASONS
+    else:
+        assert image.mode == "RGB" and image.size == (24, 24)
