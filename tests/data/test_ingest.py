@@ -1,7 +1,6 @@
 """Building data sets from a user's own files: every good image kept with its caption, every bad
 one skipped and reported with its reason, stable splits, and nothing half-written."""
 
-import io
 import json
 import os
 import pathlib
@@ -13,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from dalle_jax.config import load_config
 from dalle_jax.data import ingest, pipeline
