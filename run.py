@@ -88,7 +88,10 @@ FLAGS = flags.FLAGS
 def _workdir() -> pathlib.Path:
     if not FLAGS.workdir:
         raise app.UsageError("this command needs --workdir")
-    return pathlib.Path(FLAGS.workdir)
+    workdir = pathlib.Path(FLAGS.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise app.UsageError(f"--workdir {workdir} is a file, not a directory")
+    return workdir
 
 
 # The commands that read what earlier ones trained into the work dir (the rest create it).
@@ -112,7 +115,10 @@ def show_data(config) -> None:
     from dalle_jax import viz
     from dalle_jax.data import pipeline
 
-    source = pipeline.load_sources(config.data)[FLAGS.split]
+    sources = pipeline.load_sources(config.data)
+    if FLAGS.split not in sources:
+        raise app.UsageError(f"--split {FLAGS.split} is not a split of this data set; it has {', '.join(sources)}")
+    source = sources[FLAGS.split]
     examples = [source[i] for i in range(min(FLAGS.num, len(source)))]
     labels = [e["caption"] + (f" | alt: {e['alt_text']}" if "alt_text" in e else "") for e in examples]
     out = FLAGS.out or f"{config.data.name.replace('/', '_')}_{FLAGS.split}.png"
@@ -250,6 +256,8 @@ def generate(config) -> None:
 
     if not FLAGS.prompt:
         raise app.UsageError("generate needs at least one --prompt")
+    if FLAGS["keep"].present and not FLAGS.rerank:
+        raise app.UsageError("--keep chooses among --rerank N candidates: pass --rerank too (or leave --keep out)")
     if FLAGS.rerank and FLAGS.keep > FLAGS.rerank:
         raise app.UsageError(f"--keep {FLAGS.keep} is more than the --rerank {FLAGS.rerank} candidates drawn per prompt")
     task, params, rng = _trained_dalle(config)
@@ -342,8 +350,8 @@ def caption(config) -> None:
 
     if not FLAGS.image:
         raise app.UsageError("caption needs at least one --image")
+    images = np.stack([_read_image(path, config) for path in FLAGS.image])  # a bad file is refused first
     task, params = dalle3.trained_captioner(config, _workdir(), FLAGS.mode or config.captioner.mode)
-    images = np.stack([_read_image(path, config) for path in FLAGS.image])
     for path, text in zip(FLAGS.image, task.caption(params, images, jax.random.key(config.seed))):
         print(f"{path}\t{text}")
 
@@ -426,6 +434,7 @@ def unclip_generate(config) -> None:
 
 
 def _images(count: int, command: str, config):
+    """The --image files, exactly `count` of them, read (and a bad one refused) before any model loads."""
     if len(FLAGS.image) != count:
         raise app.UsageError(f"{command} needs exactly {count} --image file(s), got {len(FLAGS.image)}")
     return [_read_image(path, config) for path in FLAGS.image]
@@ -434,8 +443,8 @@ def _images(count: int, command: str, config):
 def variations(config) -> None:
     import jax
 
-    unclip = _unclip(config)
     (image,) = _images(1, "variations", config)
+    unclip = _unclip(config)
     out = unclip.variations(image, FLAGS.num_samples, jax.random.key(config.seed))
     _save_rows([image[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
                "variations.png", FLAGS.num_samples + 1)
@@ -444,8 +453,8 @@ def variations(config) -> None:
 def interpolate(config) -> None:
     import jax
 
-    unclip = _unclip(config)
     a, b = _images(2, "interpolate", config)
+    unclip = _unclip(config)
     out = unclip.interpolate(a, b, FLAGS.num_samples, jax.random.key(config.seed))
     fractions = [i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
     _save_rows([a[None], out, b[None]], ["first"] + [f"slerp {f:.2f}" for f in fractions] + ["second"],
@@ -455,10 +464,10 @@ def interpolate(config) -> None:
 def text_diff(config) -> None:
     import jax
 
-    unclip = _unclip(config)
-    (image,) = _images(1, "text-diff", config)
     if len(FLAGS.prompt) != 2:
         raise app.UsageError("text-diff needs two --prompt: the description now, then the target description")
+    (image,) = _images(1, "text-diff", config)
+    unclip = _unclip(config)
     out = unclip.text_diff(image, *FLAGS.prompt, FLAGS.num_samples, jax.random.key(config.seed))
     fractions = [0.5 * i / max(FLAGS.num_samples - 1, 1) for i in range(FLAGS.num_samples)]
     _save_rows([image[None], out], ["original"] + [f"θ = {f:.2f}" for f in fractions], "text_diff.png",
@@ -489,6 +498,45 @@ COMMANDS = {
     "interpolate": interpolate,
     "text-diff": text_diff,
 }
+
+
+# The flags each command reads, besides --config, --workdir, --verbose and --distributed: any other
+# given is refused (a flag a command ignores is a mistake the user should hear about).
+COMMAND_FLAGS = {
+    "build-data": (), "show-data": ("split", "num", "out"), "check-oracle": ("num",), "train-text-tokenizer": (),
+    "train-image-tokenizer": ("resume",), "import-weights": ("kind", "source"), "train": ("resume",),
+    "train-clip": ("resume",), "eval-clip": (), "generate": ("prompt", "num_samples", "rerank", "keep", "out"),
+    "eval": ("rerank",), "train-captioner": ("mode", "resume"), "caption": ("image", "mode"), "recaption": ("mode",),
+    "dalle3-experiment": (), "train-prior": ("resume",), "train-decoder": ("resume",), "train-upsampler": ("resume",),
+    "unclip-generate": ("prompt", "num_samples", "out"), "variations": ("image", "num_samples", "out"),
+    "interpolate": ("image", "num_samples", "out"), "text-diff": ("image", "prompt", "num_samples", "out"),
+}
+
+# The config section a command reads beyond the shared ones, and a shipped config that has it.
+COMMAND_SECTIONS = {
+    "train-image-tokenizer": ("image_tokenizer", "shapes_dalle.py"), "generate": ("image_tokenizer", "shapes_dalle.py"),
+    "eval": ("eval", "shapes_dalle.py"), "train-captioner": ("captioner", "shapes_dalle3.py"),
+    "caption": ("captioner", "shapes_dalle3.py"), "recaption": ("captioner", "shapes_dalle3.py"),
+    "dalle3-experiment": ("experiment", "shapes_dalle3.py"), "train-prior": ("prior", "shapes_unclip.py"),
+    "train-decoder": ("decoder", "shapes_unclip.py"), "train-upsampler": ("upsampler", "shapes_unclip.py"),
+    **dict.fromkeys(("unclip-generate", "variations", "interpolate", "text-diff"), ("upsampler", "shapes_unclip.py")),
+}
+
+
+def check_flags(command: str) -> None:
+    """Refuses a flag `command` does not read, and an --out Pillow cannot write."""
+    command_flags = sorted(set().union(*COMMAND_FLAGS.values()))
+    unused = [name for name in command_flags if FLAGS[name].present and name not in COMMAND_FLAGS[command]]
+    if unused:
+        read = ", ".join(f"--{name.replace('_', '-')}" for name in COMMAND_FLAGS[command]) or "none"
+        raise app.UsageError(f"{command} does not read {', '.join('--' + n.replace('_', '-') for n in unused)} "
+                             f"(the flags it reads: {read})")
+    if FLAGS.out:
+        from PIL import Image
+
+        suffix = pathlib.Path(FLAGS.out).suffix.lower()
+        if Image.registered_extensions().get(suffix) not in Image.SAVE:
+            raise app.UsageError(f"--out {FLAGS.out}: name a PNG (or another image file: .jpg, .webp)")
 
 
 def parse_flags(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -523,14 +571,20 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
     from dalle_jax.config import ConfigError, load_config
 
     try:
+        check_flags(positional[1])
+    except app.UsageError as error:
+        sys.exit(f"error: {error} (python run.py --help lists the commands and flags)")
+    try:
         config = load_config(FLAGS.config, overrides)
     except ConfigError as error:
         sys.exit(f"config error: {error}")
-    if FLAGS.distributed:
-        import jax
-
-        jax.distributed.initialize()
+    section, example = COMMAND_SECTIONS.get(positional[1], (None, None))
+    if section and section not in config:
+        sys.exit(f"config error: {positional[1]} reads the config's {section!r} section, which {FLAGS.config} has "
+                 f"not: use a config such as configs/{example}")
     try:
+        if FLAGS.distributed:
+            _initialize_distributed()
         if positional[1] in READ_A_WORKDIR and not _workdir().is_dir():
             raise app.UsageError(f"the work dir {_workdir()} does not exist: train into it first (or check --workdir)")
         COMMANDS[positional[1]](config)
@@ -538,6 +592,16 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
         sys.exit(f"error: {error} (python run.py --help lists the commands and flags)")
     except Exception as error:  # noqa: BLE001  (a user sees one line; the traceback goes to a file)
         sys.exit(_one_line(error))
+
+
+def _initialize_distributed() -> None:
+    import jax
+
+    try:
+        jax.distributed.initialize()
+    except ValueError as error:  # no cluster found: JAX lists what it looked for
+        raise app.UsageError(f"--distributed: {error} Start each process under a cluster launcher JAX detects "
+                             "(SLURM, Open MPI, a Cloud TPU pod, Kubernetes)")
 
 
 def _one_line(error: Exception) -> str:

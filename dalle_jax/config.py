@@ -3,14 +3,16 @@
 As in big_vision, a config is named by its file and an optional variant after a colon
 (`configs/shapes_dalle.py:tiny`), and single values are overridden with dotted keys
 (`train.steps=500`). A key that does not exist is an error that names the nearest
-valid keys, raised before anything starts.
+valid keys, and so is a value of the wrong type or out of its range: raised before anything starts.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import dataclasses
 import importlib.util
+import math
 import pathlib
 from typing import Any, Iterable, Mapping
 
@@ -31,6 +33,7 @@ def load_config(path: str, overrides: Iterable[str] | Mapping[str, Any] = ()) ->
     """
     config = config_from_file(path)
     apply_overrides(config, overrides)
+    check_ranges(config)
     config.lock()
     return config
 
@@ -46,7 +49,10 @@ def config_from_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{file} defines no get_config()")
-    return module.get_config(variant) if variant else module.get_config()
+    try:
+        return module.get_config(variant) if variant else module.get_config()
+    except ValueError as error:  # an unknown variant
+        raise ConfigError(f"{file}: {error}") from None
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -84,6 +90,71 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str] 
             node[leaf] = _coerce(value, node[leaf])
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key {key!r}: cannot set {value!r}: {error}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """The values a number may take: from `low` to `high`, each end included unless open."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '≥'} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_COUNT, _NON_NEGATIVE, _FRACTION = Interval(1), Interval(0), Interval(0, 1)
+_BELOW_ONE, _POSITIVE = Interval(0, 1, high_open=True), Interval(0, low_open=True)
+# The range of each number a config holds, by its name (the last part of its key) wherever it
+# sits: `train.steps` and `decoder.train.steps` alike. Names not listed are not checked.
+RANGES: dict[str, Interval] = {
+    **dict.fromkeys(("steps", "batch_size", "log_every", "save_every", "keep_checkpoints", "image_size",
+                     "vocab_size", "max_length", "num_train", "embed_dim", "mlp_dim", "width", "depth", "num_heads",
+                     "head_dim", "patch_size", "patch_kernel", "num_codes", "code_dim", "base_channels",
+                     "num_res_blocks", "num_steps", "num_timesteps", "num_prompts", "candidates", "beam_size",
+                     "chunk_size", "projection_dim", "num_buckets", "conv_kernel", "low_res_size", "crop_size",
+                     "text_width", "text_depth", "num_candidates", "eval_images", "num_examples", "max_pixels",
+                     "num_clip_tokens"), _COUNT),
+    **dict.fromkeys(("warmup_steps", "eval_every", "num_validation", "num_test_compositional", "worker_count",
+                     "top_k", "kl_warmup_steps", "temperature_anneal_steps", "min_snr_gamma", "guidance_scale",
+                     "eta", "temperature", "grad_clip_norm", "weight_decay", "kl_weight", "commitment_weight",
+                     "max_blur_sigma", "max_noise_std", "seed"), _NON_NEGATIVE),
+    **dict.fromkeys(("validation_fraction", "synthetic_caption_rate", "end_lr_fraction", "image_weight",
+                     "text_weight"), _FRACTION),
+    **dict.fromkeys(("ema_decay", "b1", "b2", "dropout", "caption_dropout", "image_embedding_dropout"), _BELOW_ONE),
+    **dict.fromkeys(("learning_rate", "eps", "temperature_start", "temperature_end"), _POSITIVE),
+    "top_p": Interval(0, 1, low_open=True),
+    "pca_variance": Interval(0, 1, low_open=True),
+    "jpeg_quality": Interval(1, 100),
+    "build_workers": Interval(-1),
+}
+
+
+def check_ranges(config: ml_collections.ConfigDict) -> None:
+    """Raises `ConfigError` naming every number outside its range (`RANGES`; a mesh axis is -1 or ≥ 1)."""
+    problems = []
+    for key in flat_keys(config):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key.startswith("mesh."):
+            if value != -1 and value < 1:
+                problems.append(f"{key!r} is {value!r}; it must be -1 (every device left) or ≥ 1")
+        elif (interval := RANGES.get(key.rsplit(".", 1)[-1])) is not None and value not in interval:
+            problems.append(f"{key!r} is {value!r}; it must be {interval}")
+    if problems:
+        raise ConfigError("config " + "; ".join(problems))
 
 
 def _split_override(override: str) -> tuple[str, str]:

@@ -38,10 +38,38 @@ def test_misspelt_key_and_unknown_command_are_clear_errors(tmp_path):
     assert result.returncode != 0 and "expected one command of" in result.stderr
 
 
-def test_user_mistakes_end_in_one_line_without_a_traceback(tmp_path):
+def test_user_mistakes_end_in_one_line_without_a_traceback(tmp_path, tiny_sources, tiny_data_dir):
+    from tests.data import own_data
+
     toy = ["--config", "configs/shapes_toy.py:tiny", "--workdir", str(tmp_path)]
     dalle = ["--config", "configs/shapes_dalle.py:tiny", "--workdir", str(tmp_path)]
+    dalle3 = ["--config", "configs/shapes_dalle3.py:tiny", "--workdir", str(tmp_path)]
+    unclip = ["--config", "configs/shapes_unclip.py:tiny", "--workdir", str(tmp_path)]
+    files = {name: tmp_path / name for name in ("empty.jpg", "bomb.png", "text.png", "truncated.jpg", "damaged.png")}
+    for name, path in files.items():
+        path.write_bytes(own_data.bad_images()[name][0])
+    (tmp_path / "a_file").write_text("")
+    prompts = ["--prompt", "a", "--prompt", "b"]
     mistakes = [
+        # Every image command refuses a file it cannot read, naming it, before loading a model.
+        (["caption", *dalle3, "--image", str(files["empty.jpg"])], f"cannot read image {files['empty.jpg']}: empty"),
+        (["variations", *unclip, "--image", str(files["bomb.png"])],
+         f"cannot read image {files['bomb.png']}: too_many_pixels"),
+        (["interpolate", *unclip, "--image", str(files["truncated.jpg"]), "--image", str(files["text.png"])],
+         f"cannot read image {files['truncated.jpg']}: corrupt_image"),
+        (["text-diff", *unclip, "--image", str(files["damaged.png"]), *prompts],
+         f"cannot read image {files['damaged.png']}: corrupt_image"),
+        (["check-oracle", *toy, "--prompt", "x"], "check-oracle does not read --prompt (the flags it reads: --num)"),
+        (["eval", *dalle, "--num-samples", "2"], "eval does not read --num-samples"),
+        (["generate", *dalle, "--prompt", "a", "--keep", "2"], "--keep chooses among --rerank N candidates"),
+        (["show-data", *toy, "--out", str(tmp_path / "grid.txt")], f"--out {tmp_path / 'grid.txt'}: name a PNG"),
+        (["show-data", *toy, f"--config.data.data_dir={tiny_data_dir}", "--split", "tset"],
+         "--split tset is not a split of this data set; it has train, validation, test_compositional"),
+        (["train", "--config", "configs/shapes_toy.py:huge"], "unknown variant 'huge' of shapes_toy.py"),
+        (["train", *toy[:2], "--workdir", str(tmp_path / "a_file")], f"--workdir {tmp_path / 'a_file'} is a file"),
+        (["caption", *dalle, "--image", "x.png"], "caption reads the config's 'captioner' section, which"),
+        (["train", *toy, "--config.train.steps=0", "--config.optim.b2=1.5"],
+         "config 'optim.b2' is 1.5; it must be in [0, 1); 'train.steps' is 0; it must be ≥ 1"),
         (["generate", *dalle, "--prompt", "a", "--num-samples", "-3"], "flag --num_samples=-3: -3 is not a positive"),
         (["show-data", *toy, "--num", "0"], "flag --num=0"),
         (["caption", *dalle, "--mode", "bogus", "--image", "x.png"], "flag --mode=bogus: value should be one of"),
@@ -82,9 +110,12 @@ def test_dalle_pipeline_end_to_end(trained_dalle, tiny_data_dir, tmp_path):
     with pytest.raises(AssertionError, match="already holds checkpoints"):
         run("train-image-tokenizer", *common)
     out = tmp_path / "grid.png"
-    run("generate", *common, "--prompt", "a small red circle", "--prompt", "a large blue square",
-        "--num-samples", "2", "--out", str(out))
+    # Any text is a prompt (a command line holds no NUL): empty, emoji, right-to-left, controls, 100,000 characters.
+    odd = ["", "🙂 a red circle מעגל אדום \u202e\x1b[31m\x07 漢字", "a large blue square " * 5_000]
+    result = run("generate", *common, "--prompt", "a small red circle", *sum((["--prompt", p] for p in odd), []),
+                 "--num-samples", "2", "--out", str(out))
     assert Image.open(out).size[0] > 4 * 32
+    assert "text truncated from" in result.stderr and "(100,000 characters)" in result.stderr
     run("eval", *common)
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report) == {"validation", "test_compositional"}
@@ -153,11 +184,17 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     from dalle_jax.data import shapes
 
     image = tmp_path / "shape.png"
-    Image.fromarray(shapes.make_example(0, "validation", 0, image_size=32)["image"]).save(image)
+    shape = Image.fromarray(shapes.make_example(0, "validation", 0, image_size=32)["image"])
+    shape.save(image)
+    others = {"palette.gif": shape.quantize(16), "grey.png": shape.convert("L"), "one_pixel.png": shape.resize((1, 1))}
+    for name, other in others.items():
+        other.save(tmp_path / name)
     no_data = [arg if not arg.startswith("--config.data.data_dir=") else "--config.data.data_dir=/nonexistent"
                for arg in common]  # captioning needs the work dir alone
-    out = run("caption", *no_data, "--mode", "descriptive", "--image", str(image)).stdout
-    assert out.startswith(f"{image}\t")
+    images = [image, *(tmp_path / name for name in others)]
+    out = run("caption", *no_data, "--mode", "descriptive", *sum((["--image", str(i)] for i in images), [])).stdout
+    lines = out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(i) for i in images] and all("\t" in line for line in lines)
     missing = run("caption", *common, "--image", str(tmp_path / "nope.png"), check=False)
     assert missing.returncode != 0 and "cannot read image" in missing.stderr and "nope.png" in missing.stderr
 
@@ -263,8 +300,8 @@ def test_unclip_pipeline_end_to_end(tmp_path):
         run(command, *common)
     run("train-prior", *common, "--config.prior.kind=autoregressive")
     assert (tmp_path / "prior_autoregressive" / "pca.npz").exists()
-    run("unclip-generate", *common, "--config.prior.kind=autoregressive", "--prompt", "a small red circle",
-        "--num-samples", "2", "--out", str(tmp_path / "samples.png"),
+    run("unclip-generate", *common, "--config.prior.kind=autoregressive", "--prompt",
+        "a small red circle 🙂 מעגל\x07", "--num-samples", "2", "--out", str(tmp_path / "samples.png"),
         "--config.decoder.sample.candidates=2")  # each sample the better of 2 draws by CLIP
     assert Image.open(tmp_path / "samples.png").size[0] > 2 * 32 * 3  # two 32×32 samples at scale 3
 
@@ -273,13 +310,19 @@ def test_unclip_pipeline_end_to_end(tmp_path):
 
     config = load_config(str(REPO / "configs/shapes_unclip.py:tiny"), {"data.data_dir": str(tmp_path / "data")})
     validation = pipeline.load_sources(config.data)["validation"]
-    for i in range(2):
-        Image.fromarray(validation[i]["image"]).save(tmp_path / f"image{i}.png")
-    image0, image1 = ["--image", str(tmp_path / "image0.png")], ["--image", str(tmp_path / "image1.png")]
+    # The images in other modes than RGB: each command takes any image Pillow reads.
+    first, second = (Image.fromarray(validation[i]["image"]) for i in range(2))
+    Image.fromarray(np.asarray(first.convert("L")).astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    first.convert("RGBA").save(tmp_path / "rgba.png")
+    second.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    first.save(tmp_path / "animated.gif", save_all=True, append_images=[second], duration=100)
+    image0, image1 = ["--image", str(tmp_path / "rgba.png")], ["--image", str(tmp_path / "cmyk.jpg")]
     no_data = [*common[:2], "--config.data.data_dir=/nonexistent", *common[3:]]  # sampling needs the work dir alone
-    run("variations", *no_data, *image0, "--num-samples", "3")
+    run("variations", *no_data, "--image", str(tmp_path / "grey16.png"), "--num-samples", "3")
     run("interpolate", *common, *image0, *image1, "--num-samples", "3")
-    run("text-diff", *common, *image0, "--prompt", "a red circle", "--prompt", "a blue circle", "--num-samples", "2")
+    truncated = run("text-diff", *common, "--image", str(tmp_path / "animated.gif"), "--prompt", "", "--prompt",
+                    "a blue circle " * 8_000, "--num-samples", "2").stderr  # the empty prompt, then a long one
+    assert "text truncated from" in truncated and "(112,000 characters)" in truncated
     widths = {name: Image.open(tmp_path / name).size[0] for name in
               ("variations.png", "interpolation.png", "text_diff.png")}
     assert widths["interpolation.png"] > widths["variations.png"] > widths["text_diff.png"]  # 5, 4 and 3 tiles

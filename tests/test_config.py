@@ -28,6 +28,28 @@ def test_ill_typed_value_names_the_key():
         load_config(TOY, ["train.steps=many"])
 
 
+@pytest.mark.parametrize("override,allowed", [
+    ("train.steps=0", False), ("train.steps=1", True), ("optim.warmup_steps=0", True),
+    ("optim.warmup_steps=-1", False), ("optim.learning_rate=0", False), ("optim.learning_rate=1e-9", True),
+    ("optim.ema_decay=0.999", True), ("optim.ema_decay=1", False), ("data.validation_fraction=1", True),
+    ("data.validation_fraction=1.5", False), ("data.jpeg_quality=101", False), ("data.build_workers=-1", True),
+    ("data.build_workers=-2", False), ("mesh.data=-1", True), ("mesh.data=0", False), ("mesh.fsdp=2", True),
+])
+def test_out_of_range_values_name_the_key_before_anything_starts(override, allowed):
+    if allowed:
+        load_config(TOY, [override])
+    else:
+        key, value = override.split("=")
+        with pytest.raises(ConfigError, match=rf"'{key}' is {value}\S*; it must be"):
+            load_config(TOY, [override])
+
+
+def test_ranges_hold_in_stage_sections_and_every_problem_is_listed():
+    with pytest.raises(ConfigError, match=r"'decoder.sample.guidance_scale' is -1.0.*'train.batch_size' is 0"):
+        load_config(str(REPO / "configs/shapes_unclip.py:tiny"),
+                    ["decoder.sample.guidance_scale=-1", "train.batch_size=0"])
+
+
 def test_variants_and_bad_variant():
     assert load_config(TOY + ":tiny").data.image_size == 32
     with pytest.raises(ValueError, match="unknown variant 'huge'"):

@@ -101,7 +101,8 @@ class Checkpointer:
             return False
 
     def _check_shapes(self, step: int, abstract_state: Any) -> None:
-        check_shapes(self._manager.item_metadata(step)["state"], abstract_state, self.directory / str(step))
+        saved = self._manager.item_metadata(step)["state"]
+        check_shapes(saved, abstract_state, f"checkpoint {self.directory / str(step)}")
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk; `CheckpointSaveError` if one failed."""
@@ -114,9 +115,9 @@ class Checkpointer:
         self._manager.close()
 
 
-def check_shapes(saved: Any, abstract: Any, location: pathlib.Path) -> None:
+def check_shapes(saved: Any, abstract: Any, what: str) -> None:
     """Raises `CheckpointMismatchError` listing the arrays whose saved shapes (`saved`, a tree of
-    metadata or arrays) differ from those the config builds (`abstract`)."""
+    metadata or arrays; `what` names it) differ from those the config builds (`abstract`)."""
     saved_shapes = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
     wanted = {_path_name(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(abstract)}
     problems = [f"{k}: checkpoint {saved_shapes.get(k, 'missing')} vs config {v}"
@@ -125,7 +126,7 @@ def check_shapes(saved: Any, abstract: Any, location: pathlib.Path) -> None:
     if problems:
         listed = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
         raise CheckpointMismatchError(
-            f"checkpoint {location} does not fit the config ({len(problems)} arrays differ):\n  {listed}")
+            f"{what} does not fit the config ({len(problems)} arrays differ):\n  {listed}")
 
 
 def save_variables(directory: str | pathlib.Path, variables: Any) -> None:
@@ -138,7 +139,7 @@ def restore_variables(directory: str | pathlib.Path, abstract: Any) -> Any:
     """The variables `save_variables` wrote, laid out like `abstract` (shapes, dtypes, shardings)."""
     directory = pathlib.Path(directory).absolute()
     with ocp.StandardCheckpointer() as checkpointer:
-        check_shapes(checkpointer.metadata(directory).item_metadata, abstract, directory)
+        check_shapes(checkpointer.metadata(directory).item_metadata, abstract, f"checkpoint {directory}")
         return checkpointer.restore(directory, abstract)
 
 

@@ -8,6 +8,7 @@ saves every `train.save_every` steps and on SIGTERM/SIGINT, resumes exactly with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ def starting_params(task: Task, params: Any, shardings: Any) -> Any:
     loaded = initial_params(params)
     if jax.tree.structure(loaded) != jax.tree.structure(params):
         raise ValueError(f"{task.name}: initial_params changed the parameter tree")
+    checkpoint.check_shapes(loaded, params, f"the weights {task.name} starts from")
     return jax.device_put(loaded, shardings)
 
 
@@ -186,6 +188,48 @@ def run_config(run_dir: str | pathlib.Path, hint: str = "") -> ml_collections.Co
     return ml_collections.ConfigDict(json.loads(config_file.read_text()))
 
 
+# Config sections and keys that shape no array: a difference in them explains no mismatch.
+_SHAPELESS_SECTIONS = frozenset({"train", "sample", "eval", "mesh", "sharding"})
+_SHAPELESS_KEYS = frozenset({"data_dir", "source", "worker_count", "build_workers", "progress_bar", "seed"})
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    items = {}
+    for key, value in tree.items():
+        items |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return items
+
+
+def config_changes(run_dir: str | pathlib.Path, config: ml_collections.ConfigDict) -> list[str]:
+    """`KEY: RUN'S VALUE → CONFIG'S VALUE` for each key that can shape an array and differs
+    between the config a run saved (`run_dir/config.json`) and `config`; [] without a saved config."""
+    config_file = pathlib.Path(run_dir) / "config.json"
+    if not config_file.exists():
+        return []
+    saved, wanted = _flat(json.loads(config_file.read_text())), _flat(json.loads(config.to_json_best_effort()))
+    changed = []
+    for key in sorted(saved.keys() | wanted.keys()):
+        parts = key.split(".")
+        if _SHAPELESS_SECTIONS.intersection(parts) or parts[-1] in _SHAPELESS_KEYS:
+            continue
+        if saved.get(key, "(none)") != wanted.get(key, "(none)"):
+            changed.append(f"{key}: {saved.get(key, '(none)')} → {wanted.get(key, '(none)')}")
+    return changed
+
+
+@contextlib.contextmanager
+def _naming_config_changes(run_dir: pathlib.Path, config: ml_collections.ConfigDict):
+    """Adds to a `CheckpointMismatchError` the config keys that likely explain it."""
+    try:
+        yield
+    except checkpoint.CheckpointMismatchError as error:
+        changes = config_changes(run_dir, config)
+        hint = (f"the config differs from the run's ({run_dir / 'config.json'}) in: " + "; ".join(changes[:10])
+                + (f"; and {len(changes) - 10} more" if len(changes) > 10 else "") if changes
+                else "the run's config agrees on every key that shapes an array: was it saved by other code?")
+        raise checkpoint.CheckpointMismatchError(f"{error}\n{hint}") from None
+
+
 def _write_run_files(run_dir: pathlib.Path, config_json: dict, example: dict) -> None:
     """`config.json` and `example_spec.json`: what loading a run's variables needs besides them."""
     if jax.process_index() == 0:
@@ -231,11 +275,12 @@ def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax
     example = saved_example(config, run_dir, task)
     _, _, abstract = sharded_state_layout(config, task, optimizer, example, mesh)
     if (run_dir / IMPORTED).exists():
-        return checkpoint.restore_variables(run_dir / IMPORTED, {"params": abstract.params, **abstract.model_state})
-    checkpointer = checkpoint.Checkpointer(pathlib.Path(run_dir) / "checkpoints", save_every=1, keep=None,
-                                           async_save=False)
+        with _naming_config_changes(run_dir, config):
+            return checkpoint.restore_variables(run_dir / IMPORTED, {"params": abstract.params, **abstract.model_state})
+    checkpointer = checkpoint.Checkpointer(run_dir / "checkpoints", save_every=1, keep=None, async_save=False)
     try:
-        state, _, _ = checkpointer.restore(abstract)
+        with _naming_config_changes(run_dir, config):
+            state, _, _ = checkpointer.restore(abstract)
     finally:
         checkpointer.close()
     averaged = optim.averaged_params(state.opt_state)
@@ -294,7 +339,8 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
             state = state.replace(params=params, opt_state=opt_state)
         start = 0
     elif resume:
-        state, data_state, start = checkpointer.restore(abstract)
+        with _naming_config_changes(workdir, config):
+            state, data_state, start = checkpointer.restore(abstract)
         batches.set_state(data_state)
         log.info("resumed from step %d", start)
     else:

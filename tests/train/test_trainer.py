@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,7 @@ import optax
 import pytest
 
 from dalle_jax.config import apply_overrides
+from dalle_jax.data import pipeline
 from dalle_jax.tasks.toy import ToyTask
 from dalle_jax.train import checkpoint, optim, trainer
 from dalle_jax.train.metric_writer import read_metrics
@@ -145,11 +147,33 @@ def test_sigterm_saves_and_resume_loses_nothing(tiny_config, tmp_path):
     _assert_bitwise_equal(resumed.params, straight.params)
 
 
-def test_checkpoint_that_does_not_fit_names_the_arrays(tiny_config, tmp_path):
+def test_checkpoint_that_does_not_fit_names_the_arrays_and_the_config_keys(tiny_config, tmp_path):
     _train(tiny_config, tmp_path, stop_at_step=2)
-    apply_overrides(tiny_config.unlock(), {"model.mlp_dim": tiny_config.model.mlp_dim * 2})
-    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"params/hidden/kernel: checkpoint \(32, 64\) vs config \(32, 128\)"):
-        _train(tiny_config, tmp_path, resume=True)
+    saved_config = (tmp_path / "config.json").read_text()
+    wider = tiny_config.copy_and_resolve_references()
+    apply_overrides(wider, {"model.mlp_dim": tiny_config.model.mlp_dim * 2, "train.steps": 50})
+    arrays = r"params/hidden/kernel: checkpoint \(32, 64\) vs config \(32, 128\)"
+    keys = r"the config differs from the run's \(.*config.json\) in: model.mlp_dim: 64 → 128$"  # not train.steps
+    for load in (lambda: _train(wider, tmp_path, resume=True),  # resume
+                 lambda: trainer.load_variables(wider, tmp_path, ToyTask.from_config(wider))):  # inference
+        with pytest.raises(checkpoint.CheckpointMismatchError, match=f"(?s){arrays}.*{keys}"):
+            load()
+    assert (tmp_path / "config.json").read_text() == saved_config  # nothing written before the check
+    assert trainer.config_changes(tmp_path, tiny_config) == []
+
+
+def test_imported_weights_that_do_not_fit_name_the_config_keys(tiny_config, tmp_path):
+    task = ToyTask.from_config(tiny_config)
+    example = task.preprocess(pipeline.load_sources(tiny_config.data)["train"][0], np.random.default_rng(0))
+    variables = nn.unbox(task.init(jax.random.key(0), {k: np.asarray(v)[None] for k, v in example.items()}))
+    trainer.write_imported_run(tmp_path / "run", tiny_config, example, variables)
+    wider = tiny_config.copy_and_resolve_references()
+    apply_overrides(wider, {"model.embed_dim": 16})
+    mismatch = r"(?s)imported does not fit.*model.embed_dim: 32 → 16"
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=mismatch):
+        trainer.load_variables(wider, tmp_path / "run", ToyTask.from_config(wider))
+    loaded = trainer.load_variables(tiny_config, tmp_path / "run", task)
+    _assert_bitwise_equal(loaded, variables)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -174,6 +198,10 @@ def test_a_fresh_run_starts_from_the_tasks_initial_params(tiny_config, tmp_path)
                      params, pretrained)
     with pytest.raises(ValueError, match="initial_params changed the parameter tree"):
         trainer.starting_params(_PretrainedToy(model, pretrained={"other": 0.0}), fresh.params, None)
+    narrow = jax.tree.map(lambda x: x[..., :1], pretrained)  # fine-tuning weights of another width
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"the weights toy starts from does not fit"):
+        trainer.train(tiny_config, tmp_path / "narrow", _PretrainedToy(model, pretrained=narrow))
+    assert not (tmp_path / "narrow" / "config.json").exists()
 
 
 def test_a_damaged_newest_checkpoint_is_named_with_the_intact_one_and_the_command(tiny_config, tmp_path):
