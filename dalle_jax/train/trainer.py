@@ -176,7 +176,7 @@ def saved_example(config, run_dir: pathlib.Path, task: Task) -> dict:
     spec_file = run_dir / EXAMPLE_SPEC
     if not spec_file.exists():
         return _example(task, pipeline.load_sources(config.data)["train"])
-    return {k: np.zeros(v["shape"], v["dtype"]) for k, v in json.loads(spec_file.read_text()).items()}
+    return {k: np.zeros(v["shape"], v["dtype"]) for k, v in read_run_file(spec_file).items()}
 
 
 def run_config(run_dir: str | pathlib.Path, hint: str = "") -> ml_collections.ConfigDict:
@@ -185,7 +185,17 @@ def run_config(run_dir: str | pathlib.Path, hint: str = "") -> ml_collections.Co
     config_file = pathlib.Path(run_dir) / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"no trained run in {run_dir} ({config_file} is missing){hint}")
-    return ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    return ml_collections.ConfigDict(read_run_file(config_file))
+
+
+def read_run_file(path: pathlib.Path) -> Any:
+    """The JSON of a run's `config.json` or `example_spec.json`; a damaged file is a `ValueError`
+    naming it (`train --resume` writes both again)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:  # also a UnicodeDecodeError
+        raise ValueError(f"{path} is damaged ({error}); `train --resume` on this run writes it again, or copy it "
+                         "from a backup") from None
 
 
 # Config sections and keys that shape no array: a difference in them explains no mismatch.
@@ -206,7 +216,7 @@ def config_changes(run_dir: str | pathlib.Path, config: ml_collections.ConfigDic
     config_file = pathlib.Path(run_dir) / "config.json"
     if not config_file.exists():
         return []
-    saved, wanted = _flat(json.loads(config_file.read_text())), _flat(json.loads(config.to_json_best_effort()))
+    saved, wanted = _flat(read_run_file(config_file)), _flat(json.loads(config.to_json_best_effort()))
     changed = []
     for key in sorted(saved.keys() | wanted.keys()):
         parts = key.split(".")
@@ -223,19 +233,28 @@ def _naming_config_changes(run_dir: pathlib.Path, config: ml_collections.ConfigD
     try:
         yield
     except checkpoint.CheckpointMismatchError as error:
+        raise checkpoint.CheckpointMismatchError(f"{error}\n{_mismatch_hint(run_dir, config)}") from None
+
+
+def _mismatch_hint(run_dir: pathlib.Path, config: ml_collections.ConfigDict) -> str:
+    try:
         changes = config_changes(run_dir, config)
-        hint = (f"the config differs from the run's ({run_dir / 'config.json'}) in: " + "; ".join(changes[:10])
-                + (f"; and {len(changes) - 10} more" if len(changes) > 10 else "") if changes
-                else "the run's config agrees on every key that shapes an array: was it saved by other code?")
-        raise checkpoint.CheckpointMismatchError(f"{error}\n{hint}") from None
+    except ValueError as damaged:
+        return str(damaged)
+    if not changes:
+        return "the run's config agrees on every key that shapes an array: was it saved by other code?"
+    more = f"; and {len(changes) - 10} more" if len(changes) > 10 else ""
+    return f"the config differs from the run's ({run_dir / 'config.json'}) in: " + "; ".join(changes[:10]) + more
 
 
 def _write_run_files(run_dir: pathlib.Path, config_json: dict, example: dict) -> None:
     """`config.json` and `example_spec.json`: what loading a run's variables needs besides them."""
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config_json, indent=2))
-        (run_dir / EXAMPLE_SPEC).write_text(json.dumps(example_spec(example)))
+        for name, content in (("config.json", config_json), (EXAMPLE_SPEC, example_spec(example))):
+            partial = run_dir / f".{name}.writing"  # renamed into place: a killed write leaves the old file
+            partial.write_text(json.dumps(content, indent=2))
+            partial.replace(run_dir / name)
 
 
 def write_imported_run(run_dir: str | pathlib.Path, config: ml_collections.ConfigDict, example: dict,

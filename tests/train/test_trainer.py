@@ -243,3 +243,12 @@ def test_a_full_disk_stops_training_clearly_and_resume_loses_nothing(tiny_config
     resumed = _train(tiny_config, tmp_path / "run", resume=True)
     straight = _train(tiny_config, tmp_path / "straight")
     _assert_bitwise_equal((resumed.params, resumed.opt_state), (straight.params, straight.opt_state))
+
+
+def test_a_damaged_run_file_is_named_with_the_command_that_writes_it_again(tmp_path):
+    (tmp_path / "config.json").write_text('{"model": {"width": 3')  # cut by a kill or a full disk
+    (tmp_path / trainer.EXAMPLE_SPEC).write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'config.json'} is damaged .*`train --resume`"):
+        trainer.run_config(tmp_path)
+    with pytest.raises(ValueError, match=rf"{tmp_path / trainer.EXAMPLE_SPEC} is damaged"):
+        trainer.saved_example(None, tmp_path, None)
