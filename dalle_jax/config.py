@@ -124,7 +124,7 @@ RANGES: dict[str, Interval] = {
                      "chunk_size", "projection_dim", "num_buckets", "conv_kernel", "low_res_size", "crop_size",
                      "text_width", "text_depth", "num_candidates", "eval_images", "num_examples", "max_pixels",
                      "num_clip_tokens"), _COUNT),
-    **dict.fromkeys(("warmup_steps", "eval_every", "num_validation", "num_test_compositional", "worker_count",
+    **dict.fromkeys(("warmup_steps", "eval_every", "image_every", "num_validation", "num_test_compositional", "worker_count",
                      "top_k", "kl_warmup_steps", "temperature_anneal_steps", "min_snr_gamma", "guidance_scale",
                      "eta", "temperature", "grad_clip_norm", "weight_decay", "kl_weight", "commitment_weight",
                      "max_blur_sigma", "max_noise_std", "seed"), _NON_NEGATIVE),
@@ -257,6 +257,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.save_every = 500
     c.train.keep_checkpoints = 3
     c.train.eval_every = 0  # steps between task.evaluate(...) calls (0: never); logged as eval/...
+    # Steps between the task's pictures in TensorBoard (samples, reconstructions, captions; 0: never).
+    c.train.image_every = 500
     c.train.progress_bar = True
     return c
 

@@ -40,6 +40,11 @@ def image_grid(images: Sequence[np.ndarray], labels: Sequence[str] = (), *, colu
     return grid
 
 
+def picture(images: Sequence[np.ndarray], labels: Sequence[str] = (), *, columns: int) -> np.ndarray:
+    """`uint8 [H, W, 3]`: a grid of `images` with their labels, for TensorBoard."""
+    return np.asarray(image_grid(images, labels, columns=columns, scale=tile_scale(images[0].shape[0]), label_lines=4))
+
+
 def save_grid(path: str | pathlib.Path, images: Sequence[np.ndarray], labels: Sequence[str] = (), **kwargs) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
+from tests.pictures import read_pictures
 
 
 def run(*args, check=True):
@@ -99,7 +100,7 @@ def trained_dalle(tiny_data_dir, tmp_path_factory):
     the tests that read it (one xdist group, so one worker trains it); each test works on a copy."""
     workdir = tmp_path_factory.mktemp("dalle")
     for command in ("train-text-tokenizer", "train-image-tokenizer", "train"):
-        run(command, *dalle_args(tiny_data_dir, workdir))
+        run(command, *dalle_args(tiny_data_dir, workdir), "--config.train.image_every=4")  # pictures at the end
     return workdir
 
 
@@ -109,6 +110,10 @@ def test_dalle_pipeline_end_to_end(trained_dalle, tiny_data_dir, tmp_path):
     common = dalle_args(tiny_data_dir, tmp_path)
     with pytest.raises(AssertionError, match="already holds checkpoints"):
         run("train-image-tokenizer", *common)
+    # TensorBoard holds each stage's pictures of its last step: reconstructions, then samples for 8 prompts.
+    for stage, tag in (("image_tokenizer", "pictures/reconstructions"), ("dalle", "pictures/samples")):
+        ((step, picture),) = read_pictures(tmp_path / stage)[tag]
+        assert step == 4 and picture.shape[1] > 8 * 96 and picture.std() > 10, (stage, picture.shape)
     out = tmp_path / "grid.png"
     # Any text is a prompt (a command line holds no NUL): empty, emoji, right-to-left, controls, 100,000 characters.
     odd = ["", "🙂 a red circle מעגל אדום \u202e\x1b[31m\x07 漢字", "a large blue square " * 5_000]
@@ -248,7 +253,9 @@ def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(
     assert 0 <= report["validation"]["clip_score"] <= 100 and 0 <= report["validation"]["clip_score_true_images"] <= 100
     assert (tmp_path / "run" / "eval_validation.png").exists()
 
-    run("train-captioner", *unclip, "--mode", "alt")
+    run("train-captioner", *unclip, "--mode", "alt", "--config.train.image_every=4")
+    ((step, picture),) = read_pictures(tmp_path / "run" / "captioner_alt")["pictures/captions"]
+    assert step == 4 and picture.shape[1] > 4 * 96 and picture.std() > 10
     printed = run("recaption", *unclip, "--mode", "alt").stdout
     assert json.loads(printed[printed.index("{\n"): printed.rindex("}") + 1])["quality"] is None  # no truth here
     import tensorflow_datasets as tfds
@@ -297,7 +304,10 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     result = run("train-prior", *common, check=False)
     assert result.returncode != 0 and "run.py train-clip" in result.stderr  # names the missing stage
     for command in ("train-clip", "train-prior", "train-decoder", "train-upsampler"):
-        run(command, *common)
+        run(command, *common, "--config.train.image_every=3")  # pictures at the last step (none for CLIP, prior)
+    for stage, tag, rows in (("decoder", "pictures/samples", 2), ("upsampler", "pictures/upsampled", 3)):
+        ((step, picture),) = read_pictures(tmp_path / stage)[tag]
+        assert step == 3 and picture.shape[0] > rows * 96 and picture.std() > 10, (stage, picture.shape)
     run("train-prior", *common, "--config.prior.kind=autoregressive")
     assert (tmp_path / "prior_autoregressive" / "pca.npz").exists()
     run("unclip-generate", *common, "--config.prior.kind=autoregressive", "--prompt",

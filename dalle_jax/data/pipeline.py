@@ -67,6 +67,15 @@ def load_sources(data_config, *, decode_images: bool = True) -> dict[str, Any]:
     return {split: TextDecoded(source) for split, source in sources.items()}
 
 
+def first_examples(data_config, split: str, count: int = 8) -> list[dict]:
+    """The first `count` examples of a split (fewer if it is smaller; the training split's if it
+    is empty, as a data set of your own with `validation_fraction = 0` is): the fixed inputs of a
+    task's pictures."""
+    sources = load_sources(data_config)
+    source = sources[split] if len(sources[split]) else sources["train"]
+    return [source[i] for i in range(min(count, len(source)))]
+
+
 def _prepared_by_process_0(prepare, what: str) -> None:
     """With several processes, process 0 writes the data set and the others wait, then read what
     it wrote; alone, the caller prepares it as it loads."""

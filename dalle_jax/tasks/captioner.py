@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from dalle_jax import viz
 from dalle_jax.data import pipeline, shapes
 from dalle_jax.eval.captions import FACTS, caption_quality
 from dalle_jax.models import clip
@@ -166,6 +167,13 @@ class CaptionerTask:
         quality = caption_quality(self.caption(params, images, jax.random.key(self.config.seed)), scenes)
         return {**{f"{fact}_recall": quality[fact]["recall"] for fact in FACTS},
                 "precision": quality["all"]["precision"]}
+
+    def pictures(self, params, model_state) -> dict[str, np.ndarray]:
+        """The first eight validation images with the captions the captioner writes for them."""
+        del model_state
+        images = np.stack([e["image"] for e in pipeline.first_examples(self.config.data, "validation")])
+        captions = self.caption(params, images, jax.random.key(self.config.seed))
+        return {"captions": viz.picture(images, captions, columns=4)}
 
     # -- captioning ----------------------------------------------------------------------
 

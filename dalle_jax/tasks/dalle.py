@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dalle_jax import viz
 from dalle_jax.data import pipeline
 from dalle_jax.data.cache import cached_rows
 from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens, teacher_forced_logits
@@ -169,6 +170,13 @@ class DalleTask:
         grid = self.model.grid_size
         return jax.jit(lambda tokens: self.image_tokenizer.apply(
             self.image_tokenizer_variables, tokens.reshape(tokens.shape[0], *grid), method="decode"))
+
+    def pictures(self, params, model_state) -> dict[str, np.ndarray]:
+        """Samples for the captions of the first eight validation images, as `generate` draws them."""
+        del model_state
+        prompts = [e[self.config.text.caption_field] for e in pipeline.first_examples(self.config.data, "validation")]
+        images = self.generate(params, prompts, jax.random.key(self.config.seed))
+        return {"samples": viz.picture(images, prompts, columns=len(images))}
 
     def generate(self, params, prompts: list[str], rng: jax.Array) -> np.ndarray:
         """`uint8 [len(prompts), H, W, 3]` images, one per prompt.

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dalle_jax import viz
 from dalle_jax.data import pipeline
 from dalle_jax.diffusion import gaussian, samplers, schedules
 from dalle_jax.models.clip import TextEncoder
 from dalle_jax.models.decoder import Decoder, Upsampler, corrupt_low_res
-from dalle_jax.models.pixels import box_downsample
+from dalle_jax.models.pixels import box_downsample, to_uint8
 from dalle_jax.nn.unet import UNet
 from dalle_jax.tasks.clip import TrainedClip
 from dalle_jax.text.tokenizer import TextTokenizer
@@ -184,6 +185,19 @@ class DecoderTask:
     def noise_shape(self, n: int) -> tuple[int, ...]:
         return (n, self.section.image_size, self.section.image_size, 3)
 
+    def pictures(self, params, model_state) -> dict[str, np.ndarray]:
+        """The first four training images above what the decoder draws from their CLIP embeddings
+        and captions, as `decoder.sample` says."""
+        del model_state
+        examples = pipeline.first_examples(self.config.data, "train", 4)
+        embeddings = self.train_image_embeddings[[int(e["index"]) for e in examples]]
+        captions = self.text_tokenizer.encode([e[self.config.text.caption_field] for e in examples],
+                                              self.config.text.max_length)
+        key = jax.random.key(self.config.seed)
+        drawn = to_uint8(self.sample(params, embeddings, captions, jax.random.normal(key, self.noise_shape(4)), key))
+        labels = ["training image"] * 4 + ["from its CLIP embedding"] * 4
+        return {"samples": viz.picture([*(e["image"] for e in examples), *np.asarray(drawn)], labels, columns=4)}
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class UpsamplerTask:
@@ -245,3 +259,14 @@ class UpsamplerTask:
     def noise_shape(self, low_res_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, height, width, channels = low_res_shape
         return (n, height * self.factor, width * self.factor, channels)
+
+    def pictures(self, params, model_state) -> dict[str, np.ndarray]:
+        """Four validation images at the low resolution, upsampled, and as they are."""
+        del model_state
+        images = np.stack([e["image"] for e in pipeline.first_examples(self.config.data, "validation", 4)])
+        low_res = box_downsample(unit_range(images), self.section.low_res_size)
+        key = jax.random.key(self.config.seed)
+        upsampled = self.sample(params, low_res, jax.random.normal(key, self.noise_shape(low_res.shape)), key)
+        tiles = [*np.asarray(to_uint8(low_res)), *np.asarray(to_uint8(upsampled)), *images]
+        labels = ["low resolution"] * 4 + ["upsampled"] * 4 + ["original"] * 4
+        return {"upsampled": viz.picture(tiles, labels, columns=4)}

@@ -4,12 +4,14 @@
 `run.py import-weights --kind openai-dvae`, never trained here.
 
 Logged: reconstruction PSNR, codebook usage (fraction of codes used in the batch) and
-perplexity (exp of the entropy of the batch's code histogram).
+perplexity (exp of the entropy of the batch's code histogram); pictured: validation images above
+their reconstructions through the codes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dalle_jax import viz
+from dalle_jax.data import pipeline
 from dalle_jax.models import dvae, pixels
 from dalle_jax.models.dvae import DiscreteVAE
 from dalle_jax.models.openai_dvae import DOWNSAMPLE_FACTOR, OpenAIDiscreteVAE
@@ -50,16 +54,32 @@ def codebook_stats(codes, num_codes: int) -> dict[str, jax.Array]:
     return {"codebook_usage": jnp.mean(histogram > 0), "codebook_perplexity": jnp.exp(entropy)}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class ImageTokenizerTask:
     model: nn.Module
     settings: Any  # config.image_tokenizer
+    data: Any = None  # config.data: where the pictures' images come from
     name: str = "image_tokenizer"
 
     @classmethod
     def from_config(cls, config, workdir=None) -> "ImageTokenizerTask":
         del workdir
-        return cls(build_image_tokenizer(config.image_tokenizer), config.image_tokenizer)
+        return cls(build_image_tokenizer(config.image_tokenizer), config.image_tokenizer, config.data)
+
+    @functools.cached_property
+    def _round_trip(self):
+        """Jitted `(variables, uint8 images)` to the images decoded from their codes."""
+        def round_trip(variables, images):
+            return self.model.apply(variables, self.model.apply(variables, images, method="encode"), method="decode")
+
+        return jax.jit(round_trip)
+
+    def pictures(self, params, model_state) -> dict[str, np.ndarray]:
+        """Eight validation images (top row) above their reconstructions through the codes."""
+        images = np.stack([e["image"] for e in pipeline.first_examples(self.data, "validation")])
+        rebuilt = np.asarray(self._round_trip({"params": params, **model_state}, images))
+        labels = ["original"] * len(images) + ["from its codes"] * len(images)
+        return {"reconstructions": viz.picture([*images, *rebuilt], labels, columns=len(images))}
 
     def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         del rng

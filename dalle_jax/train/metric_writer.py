@@ -1,4 +1,4 @@
-"""Metrics to TensorBoard event files (tensorboardX, no TensorFlow) and to `metrics.jsonl`.
+"""Metrics and pictures to TensorBoard event files (tensorboardX, no TensorFlow); metrics to `metrics.jsonl`.
 
 Only process 0 writes; other processes get a writer that does nothing.
 """
@@ -34,6 +34,15 @@ class MetricWriter:
             self._tensorboard.add_scalar(key, value, global_step=step)
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
+
+    def write_pictures(self, step: int, pictures: Mapping[str, np.ndarray]) -> None:
+        """`uint8 [H, W, 3]` pictures to TensorBoard as `pictures/NAME` (metrics.jsonl holds numbers only)."""
+        if not self.enabled:
+            return
+        for name, image in pictures.items():
+            self._tensorboard.add_image(f"pictures/{name}", np.asarray(image, np.uint8), global_step=step,
+                                        dataformats="HWC")
+        self._tensorboard.flush()
 
     def close(self) -> None:
         if self.enabled:

@@ -52,8 +52,10 @@ class Task(Protocol):
         """`(loss, metrics, model_state)` for a global batch; pure and jit-compatible.
         `step` is the optimizer step (for schedules); `model_state` the non-trained collections."""
 
-    # Optional: `evaluate(params, model_state) -> dict` (run every `train.eval_every` steps) and
-    # `initial_params(params) -> params` (pretrained weights for a fresh run; see `starting_params`).
+    # Optional: `evaluate(params, model_state) -> dict` (run every `train.eval_every` steps),
+    # `pictures(params, model_state) -> {name: uint8 [H, W, 3]}` (to TensorBoard every
+    # `train.image_every` steps) and `initial_params(params) -> params` (pretrained weights for a
+    # fresh run; see `starting_params`).
 
 
 def starting_params(task: Task, params: Any, shardings: Any) -> Any:
@@ -75,6 +77,14 @@ def periodic_evaluation(task: Task, config) -> Callable[[TrainState], dict] | No
     if evaluate is None or not config.train.eval_every:
         return None
     return lambda state: {f"eval/{k}": v for k, v in evaluate(state.params, state.model_state).items()}
+
+
+def periodic_pictures(task: Task, config) -> Callable[[TrainState], dict] | None:
+    """`task.pictures(params, model_state)` if the task draws any and `train.image_every` asks for them."""
+    pictures = getattr(task, "pictures", None)
+    if pictures is None or not config.train.get("image_every", 0):  # `.get`: runs saved before it existed
+        return None
+    return lambda state: pictures(state.params, state.model_state)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -372,6 +382,7 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     writer = MetricWriter(workdir)
     evaluate = periodic_evaluation(task, config)
+    draw = periodic_pictures(task, config)
     progress = tqdm.tqdm(total=stop_at_step, initial=start, desc=f"train {task.name}", unit="step",
                          disable=jax.process_index() != 0 or not config.train.progress_bar, dynamic_ncols=True)
 
@@ -400,7 +411,8 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
                 eval_due = evaluate is not None and (step % config.train.eval_every == 0 or final)
                 log_due = step % config.train.log_every == 0 or final or eval_due
                 save_due = step % config.train.save_every == 0 or final
-                if not (log_due or save_due):
+                draw_due = draw is not None and step % config.train.image_every == 0
+                if not (log_due or save_due or draw_due):
                     continue
                 host, unchecked = check(step, metrics), None  # never log or save past a non-finite loss
                 if log_due:
@@ -414,6 +426,11 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
                     except OSError as error:
                         raise _write_failed("writing the metrics", workdir, error, _saved_step(checkpointer)) from error
                     progress.set_postfix(loss=f"{float(host['loss']):.4f}", refresh=False)
+                if draw_due:
+                    try:
+                        writer.write_pictures(step, draw(state))
+                    except OSError as error:
+                        raise _write_failed("writing pictures", workdir, error, _saved_step(checkpointer)) from error
                 if save_due:
                     checkpointer.save(step, state, batches.get_state(), config_json, force=final)
                 if stop.raised:
