@@ -12,7 +12,7 @@ small images scored with each pixel repeated: what a perfect reranker could reac
   python bench/unclip_best_of.py --workdir DIR [--prompts 500] [--candidates 16] [--grid] [--save]
       [--guidance 3] [--guidance-interval 0,0.7]
 
-`DIR` holds a trained unCLIP (README, DALL·E 2); the config is the decoder's
+`DIR` holds a trained unCLIP (docs/unclip.md); the config is the decoder's
 (`DIR/decoder/config.json`), whose decoder guidance scale and interval the last two flags
 replace. `--grid` writes the plain and best-of-`--candidates` images of the first 32 scenes to
 `DIR/best_of_K.png`; `--save` keeps every draw in `DIR/best_of_draws.npz`

@@ -4,7 +4,7 @@ Decodes the true CLIP image embeddings and captions of the single-object validat
 among the first `--prompts` examples, enlarges each image to the data's size by repeating
 pixels, and scores it with the oracle, once per sampler. This measures the decoder alone: the
 prior's samples lie within cosine 0.98 of the true embeddings and the upsampler is lossless
-on shapes (README, unCLIP). The decoder's config is the one it trained with
+on shapes (docs/unclip.md). The decoder's config is the one it trained with
 (`DIR/decoder/config.json`); `--grid` writes each sampler's first 32 images to
 `DIR/decoder_accuracy_SAMPLER.png`.
 

@@ -37,7 +37,7 @@ def get_config(variant: str = "default"):
         embed_dim=128, depth=4, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32",
         # "sparse" = the paper's pattern (row layers, a column layer every fourth, conv last);
         # "full" = dense causal; or one of "full", "row", "column", "conv" per layer. With 4 layers
-        # over 88 positions, full attention measured better (README) at the same cost.
+        # over 88 positions, full attention measured better (docs/dalle1.md) at the same cost.
         attention="full", conv_kernel=5,
     )
     c.loss = dict(text_weight=1 / 8, image_weight=7 / 8, caption_dropout=0.1)
@@ -45,10 +45,10 @@ def get_config(variant: str = "default"):
     c.train.batch_size = 32
     c.train.log_every = 100
     c.train.save_every = 1_000
-    c.optim.learning_rate = 2e-3  # measured against 1e-3 in the README
+    c.optim.learning_rate = 2e-3  # measured against 1e-3 in docs/dalle1.md
     c.optim.warmup_steps = 200
 
-    # Chosen by the measurements in the README. guidance_scale=1 turns classifier-free guidance
+    # Chosen by the measurements in docs/dalle1.md. guidance_scale=1 turns classifier-free guidance
     # off; each image is the best of `candidates` samples by the model's own likelihood (1 = plain
     # sampling). batch_size counts sequences, so batch_size // candidates prompts per call.
     c.sample = dict(temperature=0.9, top_k=0, top_p=1.0, guidance_scale=1.0, candidates=16, batch_size=256)

@@ -31,14 +31,14 @@ def get_config(variant: str = "default"):
         # F(i): the CLIP image tower's output tokens (1 + 64 for 4-pixel patches of 32×32), one
         # prefix token each; `pooled_features=True` reads the one projected embedding instead.
         pooled_features=False,
-        patch_coordinates=True,  # each patch's prefix token also carries its (row, column); README
+        patch_coordinates=True,  # each patch's prefix token also carries its (row, column); docs/dalle3.md
         model=dict(num_prefix=65, embed_dim=128, depth=3, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
         decode=dict(temperature=0.0, top_p=1.0, beam_size=1),  # greedy; beam_size > 1 for beam search
         train=dict(steps=800, batch_size=64, log_every=50, save_every=400, eval_every=200),
         eval_images=256,  # validation images whose captions are scored every train.eval_every steps
         optim=dict(learning_rate=1e-3, warmup_steps=100),
         # Steps of the fine-tunes from alt. Relations are the slow part of descriptive captions
-        # (relation recall 33% / 48% at steps 600 / 800 of an 800-step run; README).
+        # (relation recall 33% / 48% at steps 600 / 800 of an 800-step run; docs/dalle3.md).
         finetune_steps=dict(short=800, descriptive=2_000),
     )
     c.recaption = dict(chunk_size=2048, batch_size=512)

@@ -9,7 +9,7 @@
   python run.py unclip-generate $W --prompt "a small red circle" --num-samples 8
   python run.py eval $W                  # oracle accuracy, as for DALL·E 1
 
-Prior, decoder and upsampler train in 41 minutes on 2 CPU cores (README, "Paying for decoder steps"). Each stage
+Prior, decoder and upsampler train in 41 minutes on 2 CPU cores (docs/unclip.md, "Paying for decoder steps"). Each stage
 section (`prior`, `decoder`, `upsampler`) carries its own `train` and `optim`,
 laid over the shared ones (`config.stage_config`). The paper's chain 64 → 256 → 1024 is a
 second upsampler config with other sizes; here one stage suffices.
@@ -51,7 +51,7 @@ def get_config(variant: str = "default"):
         caption_dropout=0.1, num_candidates=2,  # diffusion: keep the better of 2 by dot product with the text
         pca_variance=0.99, num_buckets=1024,  # autoregressive
         **_diffusion("x0", "ddim", 64, "uniform"),
-        # 1,000 steps: its draws lie as near the true embeddings as after 2,000 (README, "Paying for decoder steps").
+        # 1,000 steps: its draws lie as near the true embeddings as after 2,000 (docs/unclip.md, "Paying for decoder steps").
         train=dict(steps=1_000, batch_size=64, log_every=100, save_every=1_000, eval_every=0),
         optim=dict(learning_rate=1e-3, warmup_steps=200, weight_decay=0.01, ema_decay=0.999),
     )
@@ -62,33 +62,33 @@ def get_config(variant: str = "default"):
                    upsample_at_low_res=False, dtype="float32"),
         caption_dropout=0.5, image_embedding_dropout=0.1,
         self_condition=False,  # True: the UNet also reads its previous x̂₀ (Chen et al. 2022; a second forward pass)
-        # η = 1: SDE-DPM-Solver++(2M), as accurate in 20 steps as DDPM in 250 (README, "Samplers for the decoder").
-        # Logit-normal timesteps: 61.6% single-object against 47.4 and 49.3 uniform (README, "Timesteps").
-        # Guidance 3 below t = 0.7 T only: 70.6% against 61.1 at guidance 2 throughout (README, "Guidance interval").
+        # η = 1: SDE-DPM-Solver++(2M), as accurate in 20 steps as DDPM in 250 (docs/unclip.md, "Samplers for the decoder").
+        # Logit-normal timesteps: 61.6% single-object against 47.4 and 49.3 uniform (docs/unclip.md, "Timesteps").
+        # Guidance 3 below t = 0.7 T only: 70.6% against 61.1 at guidance 2 throughout (docs/unclip.md, "Guidance interval").
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic", guidance_scale=3.0, guidance_interval=(0.0, 0.7), eta=1.0,
                      logit_normal_std=1.0),
-        # 2,300 steps, not 1,500: more steps are what lift the decoder (README, "Decoder steps").
+        # 2,300 steps, not 1,500: more steps are what lift the decoder (docs/unclip.md, "Decoder steps").
         train=dict(steps=2_300, batch_size=32, log_every=100, save_every=500, eval_every=0),
-        # 3e-3 learns in 1,500 steps what 1e-3 does not (README, "Decoder recipes, compared on one GPU").
+        # 3e-3 learns in 1,500 steps what 1e-3 does not (docs/unclip.md, "Decoder recipes, compared on one GPU").
         optim=dict(learning_rate=3e-3, warmup_steps=200, weight_decay=0.0, ema_decay=0.999),
     )
     # CLIP keeps the best of 4 draws per prompt (pipelines/unclip.py), as DALL·E 1 keeps the best of its samples;
-    # 1 draws plainly (README, "Paying for decoder steps").
+    # 1 draws plainly (docs/unclip.md, "Paying for decoder steps").
     c.decoder.sample.candidates = 4
     c.upsampler = dict(
         # Trained on 16×16 crops of the 64×64 images (8×8 low-res crops), as the paper trains on crops of 1/4 size:
-        # as good as 32×32 crops at under half the time (README, "Paying for decoder steps").
+        # as good as 32×32 crops at under half the time (docs/unclip.md, "Paying for decoder steps").
         low_res_size=32, crop_size=16,
         max_blur_sigma=0.6, max_noise_std=0.05,
         model=dict(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=1,
                    embed_dim=128, dropout=0.0, upsample_at_low_res=False, dtype="float32"),
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic"),
-        # 300 steps, not 600, to leave the decoder the time within 45 minutes (README, "Decoder steps").
+        # 300 steps, not 600, to leave the decoder the time within 45 minutes (docs/unclip.md, "Decoder steps").
         train=dict(steps=300, batch_size=32, log_every=100, save_every=300, eval_every=0),
         optim=dict(learning_rate=1e-3, warmup_steps=100, weight_decay=0.0, ema_decay=0.999),
     )
     # DALL·E 3's captioner, trained on this work dir's CLIP (`train-captioner --mode alt`, then `--mode descriptive`),
-    # only to compare ways of choosing among draws (bench/unclip_rerankers.py; README, "Choosing among draws").
+    # only to compare ways of choosing among draws (bench/unclip_rerankers.py; docs/unclip.md, "Choosing among draws").
     c.captioner = config_from_file(HERE / f"shapes_dalle3.py:{variant}").captioner
     c.sample = dict(batch_size=64)
 

@@ -4,7 +4,7 @@ Zero-shot classes are described by every prompt "a {size} {colour} {shape}" that
 the other attributes enumerated. A class scores its best-matching prompt, so the image's nearest
 full description decides. The CLIP paper's ensemble, the prompts averaged into one renormalised
 class embedding, is reported beside it (`*_prompt_mean`): averaging over colours blurs shapes,
-because colour dominates these text embeddings (README, "CLIP and reranking"). Single-object
+because colour dominates these text embeddings (docs/dalle1.md, "CLIP and reranking"). Single-object
 validation images are classified. Retrieval ranks the validation captions for each image and
 the images for each caption.
 """

@@ -8,7 +8,7 @@ as ClipCap and CoCa's captioning head do. When the features end with a `grid_siz
 grid of patch tokens (row-major), each patch's prefix token also carries its coordinates
 through a linear map (CoordConv's idea): spatial relations between objects ("to the left
 of") then need only a comparison of averaged coordinates, not a learned decoding of 64
-unrelated position vectors (README, DALL·E 3).
+unrelated position vectors (docs/dalle3.md).
 
 Sequence: `[prefix ; BOS ; caption tokens]`. Prefix positions see each other (a prefix-LM
 mask); caption positions attend causally to everything before them. The output at position

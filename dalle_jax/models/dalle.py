@@ -159,7 +159,7 @@ def sample_best_of(model: DalleTransformer, params, text, rng, *, candidates: in
 
     A reranker that needs no second model (CLIP does this job in the paper). The likelihood
     is read at temperature 1 without guidance, whatever `sample_kwargs` sample with. The
-    README compares it with plain sampling, CLIP and the pointwise mutual information.
+    docs/dalle1.md compares it with plain sampling, CLIP and the pointwise mutual information.
     """
     batch = text.shape[0]
     repeated = jnp.repeat(text, candidates, axis=0)

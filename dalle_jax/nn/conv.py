@@ -34,7 +34,7 @@ def kernel_grad_by_taps(x, dy, kernel_size: tuple[int, int], strides: tuple[int,
 
 def _taps_are_faster(kernel_shape) -> bool:
     # XLA:CPU's own kernel gradient runs at 4-17 GFLOP/s for 1×1 kernels and for 64 or more output
-    # channels, against 20-50 by taps (2-core CPU; README, "Convolutions on the CPU").
+    # channels, against 20-50 by taps (2-core CPU; docs/performance.md, "Convolutions on the CPU").
     return kernel_shape[:2] == (1, 1) or kernel_shape[3] >= 64
 
 

@@ -64,10 +64,10 @@ class Unclip:
         tasks = {"prior": PriorTask.from_config(config, workdir, training=False),
                  "decoder": DecoderTask.from_config(config, workdir),
                  "upsampler": UpsamplerTask.from_config(config, workdir)}
-        for task in tasks.values():
+        for stage, task in tasks.items():
             if not (workdir / task.name / "checkpoints").exists():
-                raise FileNotFoundError(f"unCLIP needs a trained {task.name} in {workdir / task.name}; see README "
-                                        "(python run.py train-prior | train-decoder | train-upsampler)")
+                raise FileNotFoundError(f"unCLIP needs a trained {task.name} in {workdir / task.name}: train it "
+                                        f"with python run.py train-{stage} (docs/commands.md)")
         params = {stage: _trained(config, workdir, stage, task) for stage, task in tasks.items()}
         return cls(TrainedClip.load(workdir), tasks["prior"], tasks["decoder"], tasks["upsampler"], params, config)
 
