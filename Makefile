@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_out
 
-.PHONY: demo test test-convert parity-fixtures clean
+.PHONY: demo test test-notebooks test-browser test-convert parity-fixtures clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,27 @@ $(INSTALLED): pyproject.toml
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 -q tests
+
+# The notebooks, each run top to bottom in a fresh kernel at its small budget (CI runs this after `make test`).
+NOTEBOOKS_INSTALLED := $(VENV)/.notebooks-installed
+
+$(NOTEBOOKS_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[test,notebooks]'
+	touch $@
+
+test-notebooks: $(NOTEBOOKS_INSTALLED)
+	$(BIN)/python -m pytest -q --durations=4 tests_notebooks
+
+# The web page (`run.py serve`, Gradio) driven in Chromium by Playwright. Chromium comes from the system
+# (Debian: apt-get install chromium), never a downloaded build; the test skips without it, except under CI.
+BROWSER_INSTALLED := $(VENV)/.browser-installed
+
+$(BROWSER_INSTALLED): $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[test,demo]' playwright
+	touch $@
+
+test-browser: $(BROWSER_INSTALLED)
+	$(BIN)/python -m pytest -q -rs tests_browser
 
 # Optional: the live parity tests against the PyTorch originals, and the fixtures `make test` reads
 # (docs/weights.md). A CPU PyTorch first: elsewhere than this project's machines, pass
