@@ -40,6 +40,8 @@ Commands:
   interpolate           DALL·E 2: slerp between two --image embeddings in --num-samples steps; PNG to --out
   text-diff             DALL·E 2: turn an --image's embedding from the first --prompt towards the second;
                         PNG to --out
+  serve                 a web page to try the work dir's models (DALL·E 1, unCLIP, captioner tabs) at --host:--port
+                        (default 127.0.0.1:7860); needs the [demo] extra (Gradio)
   (eval on a config with task "unclip" scores unCLIP into --workdir/unclip_eval/PRIOR_SAMPLER_STEPS_GUIDANCE/;
    CLIP keeps the best of decoder.sample.candidates (default 4) draws per prompt, ..._bestN/; 1 draws plainly)
 
@@ -81,6 +83,8 @@ flags.DEFINE_enum("kind", None, ["openai-dvae", "hf-clip"], "import-weights: wha
 flags.DEFINE_string("source", None, "import-weights: the directory of the released files")
 flags.DEFINE_bool("verbose", False, "on an error, print its Python traceback too (always written to "
                   "WORKDIR/last_error.log, or to the temporary directory without a work dir)")
+flags.DEFINE_string("host", "127.0.0.1", "serve: the address to listen on (0.0.0.0: every interface)")
+flags.DEFINE_integer("port", 7860, "serve: the port", lower_bound=1, upper_bound=65535)
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
 FLAGS = flags.FLAGS
 
@@ -96,7 +100,7 @@ def _workdir() -> pathlib.Path:
 
 # The commands that read what earlier ones trained into the work dir (the rest create it).
 READ_A_WORKDIR = ("eval-clip", "generate", "eval", "caption", "recaption", "unclip-generate", "variations",
-                  "interpolate", "text-diff")
+                  "interpolate", "text-diff", "serve")
 
 
 def build_data(config) -> None:
@@ -474,6 +478,19 @@ def text_diff(config) -> None:
                FLAGS.num_samples + 1)
 
 
+def serve(config) -> None:
+    import importlib.util
+
+    del config  # each model is served with the config it trained with
+    if importlib.util.find_spec("gradio") is None:
+        raise app.UsageError("serve needs Gradio: pip install -e '.[demo]'")
+    from dalle_jax.serve import build_page
+
+    page = build_page(_workdir())
+    print(f"serving {_workdir()} at http://{FLAGS.host}:{FLAGS.port} (Ctrl-C stops)")
+    page.queue().launch(server_name=FLAGS.host, server_port=FLAGS.port, show_error=True)
+
+
 COMMANDS = {
     "build-data": build_data,
     "show-data": show_data,
@@ -497,6 +514,7 @@ COMMANDS = {
     "variations": variations,
     "interpolate": interpolate,
     "text-diff": text_diff,
+    "serve": serve,
 }
 
 
@@ -510,6 +528,7 @@ COMMAND_FLAGS = {
     "dalle3-experiment": (), "train-prior": ("resume",), "train-decoder": ("resume",), "train-upsampler": ("resume",),
     "unclip-generate": ("prompt", "num_samples", "out"), "variations": ("image", "num_samples", "out"),
     "interpolate": ("image", "num_samples", "out"), "text-diff": ("image", "prompt", "num_samples", "out"),
+    "serve": ("host", "port"),
 }
 
 # The config section a command reads beyond the shared ones, and a shipped config that has it.

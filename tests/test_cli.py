@@ -141,6 +141,26 @@ def test_dalle_pipeline_end_to_end(trained_dalle, tiny_data_dir, tmp_path):
 
 
 @pytest.mark.xdist_group("trained_dalle")
+def test_the_web_pages_dalle_requests(trained_dalle):
+    """What the page's DALL·E tab calls, on the trained run (tests_browser/ drives the page in Chromium)."""
+    import chex
+
+    from dalle_jax import serve
+
+    models = serve.Models(trained_dalle)
+    assert models.offered() == ["dalle"]
+    pictures = serve.dalle_samples(models, "a small red circle", 2, 0.9, 0, 1.0, 0)
+    assert len(pictures) == 2
+    chex.assert_shape(pictures, (32, 32, 3))
+    again = serve.dalle_samples(models, "a small red circle", 2, 0.9, 0, 1.0, 0)
+    np.testing.assert_array_equal(np.stack(pictures), np.stack(again))  # seeded: the same request, the same pictures
+    for args, message in (((0, 0.9, 0, 1.0, 0), "Samples must be"), ((2, 9.0, 0, 1.0, 0), "Temperature must be"),
+                          ((2, 0.9, 0, 0.0, 0), "Top-p must be"), ((2, 0.9, 0, 1.0, 4), "needs a CLIP")):
+        with pytest.raises(serve.InputError, match=message):
+            serve.dalle_samples(models, "a small red circle", *args)
+
+
+@pytest.mark.xdist_group("trained_dalle")
 def test_clip_training_reranking_and_clip_score(trained_dalle, tiny_data_dir, tmp_path):
     shutil.copytree(trained_dalle, tmp_path, dirs_exist_ok=True)
     dalle = dalle_args(tiny_data_dir, tmp_path)

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-LINK = re.compile(r"\]\(([^)\s]+)\)")
+LINK = re.compile(r"\]\(([^)\s]+)\)|<img src=\"([^\"]+)\"")
 
 
 def _anchors(page) -> set[str]:
@@ -22,7 +22,7 @@ def test_readme_is_short():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_every_relative_link_resolves(page):
-    for target in LINK.findall(page.read_text()):
+    for target in (markdown or html for markdown, html in LINK.findall(page.read_text())):
         if re.match(r"[a-z]+:", target):
             continue  # a web address: not checked here (no internet)
         path, _, anchor = target.partition("#")
