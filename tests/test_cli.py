@@ -139,15 +139,12 @@ def test_dalle_pipeline_end_to_end(trained_dalle, tiny_data_dir, tmp_path):
     assert np.mean([s["all_correct"] for s in rescored]) == report["validation"]["all"]["all_correct"]
     assert np.mean([s["colour"] for s in rescored]) == pytest.approx(report["validation"]["all"]["colour"])
 
-
-@pytest.mark.xdist_group("trained_dalle")
-def test_the_web_pages_dalle_requests(trained_dalle):
-    """What the page's DALL·E tab calls, on the trained run (tests_browser/ drives the page in Chromium)."""
+    # What the web page's DALL·E tab calls (tests_browser/ drives the page itself in Chromium).
     import chex
 
     from dalle_jax import serve
 
-    models = serve.Models(trained_dalle)
+    models = serve.Models(tmp_path)
     assert models.offered() == ["dalle"]
     pictures = serve.dalle_samples(models, "a small red circle", 2, 0.9, 0, 1.0, 0)
     assert len(pictures) == 2
