@@ -332,18 +332,13 @@ def train_captioner(config) -> None:
 
 
 def _read_image(path: str, config):
-    """An --image file as the models see it: RGB, shorter side to data.image_size, centre crop
-    (as `build-data` prepares a data set of your own)."""
-    import numpy as np
-
+    """An --image file as the models see it (`images.read_input_image`), or a one-line refusal naming it."""
     from dalle_jax.data import images
 
     try:
-        data = pathlib.Path(path).read_bytes()
-        image = images.square_rgb(data, config.data.image_size, max_pixels=config.data.max_pixels, upscale_small=True)
+        return images.read_input_image(path, config.data.image_size, max_pixels=config.data.max_pixels)
     except (OSError, images.Rejected) as error:
         raise app.UsageError(f"cannot read image {path}: {error}")
-    return np.asarray(image, np.uint8)
 
 
 def caption(config) -> None:

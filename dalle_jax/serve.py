@@ -55,18 +55,16 @@ def read_upload(path: str | None, image_size: int, max_pixels: int) -> np.ndarra
     if not path:
         raise InputError("Upload an image first.")
     try:
-        image = image_files.square_rgb(pathlib.Path(path).read_bytes(), image_size, max_pixels=max_pixels,
-                                       upscale_small=True)
+        return image_files.read_input_image(path, image_size, max_pixels=max_pixels)
     except (OSError, image_files.Rejected) as error:
         raise InputError(f"That file cannot be used as an image: {error}.") from None
-    return np.asarray(image, np.uint8)
 
 
 def _trained(run_dir: pathlib.Path) -> bool:
     return trainer.trained_step(run_dir) is not None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: the lru_caches below key on it
 class Models:
     """The models a work dir holds, loaded on first use, each with the config it trained with."""
 
@@ -128,9 +126,6 @@ class Models:
 
         config = trainer.run_config(self.workdir / f"captioner_{mode}")
         return (*dalle3.trained_captioner(config, self.workdir, mode), config)
-
-    def __hash__(self):  # lru_cache keys on self
-        return id(self)
 
 
 def dalle_samples(models: Models, prompt, samples, temperature, top_k, top_p, rerank, seed=0) -> list[np.ndarray]:

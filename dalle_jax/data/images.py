@@ -8,6 +8,7 @@ run it in worker processes. A file that cannot be used raises `Rejected` with a 
 from __future__ import annotations
 
 import io
+import pathlib
 import warnings
 
 import numpy as np
@@ -117,6 +118,14 @@ def square_rgb(data: bytes, size: int, *, max_pixels: int, upscale_small: bool =
         detail = f"cannot convert {image.mode} to RGB: {type(error).__name__}: {error}"
         raise Rejected("corrupt_image", detail) from None
     return resize_and_crop(image, size, upscale_small=upscale_small)
+
+
+def read_input_image(path: str | pathlib.Path, size: int, *, max_pixels: int) -> np.ndarray:
+    """`uint8 [size, size, 3]`: an image file a user hands a model (`--image`, an upload), as
+    `build-data` would store it, small images upscaled. Raises `Rejected`, or `OSError` if the
+    file cannot be read."""
+    data = pathlib.Path(path).read_bytes()
+    return np.asarray(square_rgb(data, size, max_pixels=max_pixels, upscale_small=True), np.uint8)
 
 
 def prepare_image(data: bytes, size: int, *, max_pixels: int, upscale_small: bool = False,
