@@ -85,7 +85,14 @@ flags.DEFINE_bool("verbose", False, "on an error, print its Python traceback too
                   "WORKDIR/last_error.log, or to the temporary directory without a work dir)")
 flags.DEFINE_string("host", "127.0.0.1", "serve: the address to listen on (0.0.0.0: every interface)")
 flags.DEFINE_integer("port", 7860, "serve: the port", lower_bound=1, upper_bound=65535)
-flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host runs)")
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (several processes; "
+                  "docs/performance.md): a cluster launcher JAX detects, or the three flags below")
+flags.DEFINE_string("coordinator", None, "--distributed: HOST:PORT of process 0 (else detected, or "
+                    "$JAX_COORDINATOR_ADDRESS)")
+flags.DEFINE_integer("num_processes", None, "--distributed: how many processes take part", lower_bound=1)
+flags.DEFINE_integer("process_id", None, "--distributed: this process's index, 0 .. num_processes - 1", lower_bound=0)
+flags.DEFINE_integer("heartbeat_timeout", 100, "--distributed: seconds without a heartbeat after which a process "
+                     "counts as dead and every other one stops with an error", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -599,6 +606,8 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
     try:
         if FLAGS.distributed:
             _initialize_distributed()
+        elif given := [f"--{name}" for name in DISTRIBUTED_FLAGS if FLAGS[name].present]:
+            raise app.UsageError(f"{', '.join(given)} only mean something with --distributed")
         if positional[1] in READ_A_WORKDIR and not _workdir().is_dir():
             raise app.UsageError(f"the work dir {_workdir()} does not exist: train into it first (or check --workdir)")
         COMMANDS[positional[1]](config)
@@ -608,14 +617,24 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
         sys.exit(_one_line(error))
 
 
+DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
+
+
 def _initialize_distributed() -> None:
+    """`jax.distributed.initialize` with the flags given (a launcher JAX detects supplies the rest).
+    A process that dies stops the others after `--heartbeat_timeout` seconds, with JAX's message
+    that another task died, rather than leaving them waiting in a collective."""
     import jax
 
     try:
-        jax.distributed.initialize()
+        jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
+                                   heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
     except ValueError as error:  # no cluster found: JAX lists what it looked for
         raise app.UsageError(f"--distributed: {error} Start each process under a cluster launcher JAX detects "
-                             "(SLURM, Open MPI, a Cloud TPU pod, Kubernetes)")
+                             "(SLURM, Open MPI, a Cloud TPU pod, Kubernetes), or give --coordinator HOST:PORT "
+                             "--num_processes N --process_id I")
+    logging.getLogger("dalle_jax.run").info("process %d of %d, %d local of %d devices", jax.process_index(),
+                                            jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def _one_line(error: Exception) -> str:

@@ -233,10 +233,12 @@ def base_config() -> ml_collections.ConfigDict:
         ("heads", "tensor"),
         ("vocab", "tensor"),
         ("kv", None),
+        ("layers", None),  # the stacked axis of scanned layers (`model.scan_layers`)
         ("length", None),
         ("height", None),
         ("width", None),
-        ("channels", None),
+        ("channels_in", "fsdp"),
+        ("channels", "tensor"),
     )
 
     c.optim = ml_collections.ConfigDict()

@@ -1,5 +1,6 @@
 """`run.py` as a user runs it: help, config errors, and the whole DALL·E pipeline on the tiny config."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -81,6 +82,8 @@ def test_user_mistakes_end_in_one_line_without_a_traceback(tmp_path, tiny_source
         (["import-weights", *dalle, "--kind", "hf-clip"], "import-weights needs --kind (openai-dvae or hf-clip) and"),
         (["import-weights", *dalle, "--kind", "hf-clip", "--source", str(tmp_path)], "config.json not found"),
         (["train", *toy, "--config.train.steps=many"], "config key 'train.steps': cannot set 'many'"),
+        (["train", *toy, "--coordinator", "127.0.0.1:1234", "--process_id", "1"],
+         "--coordinator, --process_id only mean something with --distributed"),
     ]
     for args, expected in mistakes:
         result = run(*args, check=False)
@@ -94,13 +97,21 @@ def dalle_args(data_dir, workdir):
             "--workdir", str(workdir), "--config.train.progress_bar=false"]
 
 
-@pytest.fixture(scope="module")
-def trained_dalle(tiny_data_dir, tmp_path_factory):
+@pytest.fixture(scope="session")
+def trained_dalle(tiny_data_dir, tmp_path_factory, worker_id):
     """A tiny DALL·E run (both tokenizers and the transformer), trained once through the CLI for
-    the tests that read it (one xdist group, so one worker trains it); each test works on a copy."""
-    workdir = tmp_path_factory.mktemp("dalle")
-    for command in ("train-text-tokenizer", "train-image-tokenizer", "train"):
-        run(command, *dalle_args(tiny_data_dir, workdir), "--config.train.image_every=4")  # pictures at the end
+    the tests that read it, whichever xdist worker asks first (the others wait on a lock); each
+    test works on a copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # this run's directory, above each worker's
+    workdir = shared / "trained_dalle"
+    with open(shared / "trained_dalle.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "trained_dalle.done").exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            for command in ("train-text-tokenizer", "train-image-tokenizer", "train"):
+                run(command, *dalle_args(tiny_data_dir, workdir), "--config.train.image_every=4")  # pictures at the end
+            (shared / "trained_dalle.done").touch()
     return workdir
 
 
@@ -180,6 +191,7 @@ def test_clip_training_reranking_and_clip_score(trained_dalle, tiny_data_dir, tm
     assert all(0.0 <= report[name]["all"]["clip_score"] <= 100.0 for name in report)
 
 
+@pytest.mark.long
 def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     from dalle_jax.train.metric_writer import read_metrics
 
@@ -240,6 +252,7 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     assert np.all(scores < 0)
 
 
+@pytest.mark.long
 def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(tmp_path):
     """A folder of the user's images (every mode and format, broken files among them) through
     build-data and the training commands that read it: DALL·E 1's tokenizers and transformer,
@@ -314,6 +327,7 @@ def test_build_data_with_no_usable_image_fails_clearly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.long
 def test_unclip_pipeline_end_to_end(tmp_path):
     common = ["--config", "configs/shapes_unclip.py:tiny", f"--config.data.data_dir={tmp_path / 'data'}",
               "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
@@ -385,6 +399,7 @@ def test_unclip_pipeline_end_to_end(tmp_path):
         np.testing.assert_array_equal(frame, frames[0])
 
 
+@pytest.mark.long
 def test_released_weights_imported_then_used_with_no_other_flag(tmp_path):
     """The path from a folder of images to reranked samples with released weights: a CLIP
     snapshot imported by the command, OpenAI's dVAE imported from its tensors (here the fixture's

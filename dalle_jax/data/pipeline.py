@@ -1,9 +1,10 @@
 """Grain input pipelines that yield global batches sharded over the mesh.
 
-Each host reads its own slice of a deterministic shuffled stream (`process_index` of
-every `process_count` examples), preprocesses it with the task's pure per-example
-function, batches it, and assembles the global batch with
-`jax.make_array_from_process_local_data`. The stream is a function of the seed alone, and
+Each host reads its own block of each global batch of a deterministic shuffled stream
+(rows `p * B / n` to `(p + 1) * B / n` on process `p` of `n`), preprocesses it with the task's
+pure per-example function (its random draws keyed by the example's place in the stream), and
+assembles the global batch with `jax.make_array_from_process_local_data`: the batches do not
+depend on the number of processes. The stream is a function of the seed alone, and
 its position is the iterator state that goes into checkpoints.
 """
 
@@ -136,8 +137,15 @@ class ShardedBatches:
         dataset = grain.MapDataset.source(source).seed(seed)
         if shuffle:
             dataset = dataset.shuffle()
-        dataset = dataset.repeat(num_epochs)[jax.process_index()::num_hosts]
-        dataset = dataset.random_map(preprocess).batch(global_batch_size // num_hosts, drop_remainder=True)
+        # Examples are drawn and preprocessed by their place in the one global stream, and process p
+        # reads block p of each global batch: any number of processes sees the batches one does.
+        # (`[::1]` changes nothing but the seed grain derives for `random_map` from its depth below
+        # `.seed()`: it keeps the draws of the runs measured before, which sliced the stream there.)
+        dataset = dataset.repeat(num_epochs)[::1].random_map(preprocess)
+        dataset = dataset.batch(global_batch_size // num_hosts, drop_remainder=True)
+        if num_epochs is not None:
+            dataset = dataset[: len(dataset) // num_hosts * num_hosts]  # every process, the same number of steps
+        dataset = dataset[jax.process_index()::num_hosts]
         iter_dataset = dataset.to_iter_dataset()
         if worker_count > 0:
             if not flags.FLAGS.is_parsed():  # grain's workers read absl flags: outside run.py, their defaults

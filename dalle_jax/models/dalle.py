@@ -19,11 +19,12 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dalle_jax import sampling
 from dalle_jax.nn import masks
 from dalle_jax.nn.attention import KVCache, dense_init, init_kv_cache
-from dalle_jax.nn.transformer import DecoderBlock, layer_norm
+from dalle_jax.nn.transformer import DecoderBlock, layer_norm, rematerialized
 from dalle_jax.text.tokenizer import PAD_ID
 
 
@@ -47,6 +48,10 @@ class DalleTransformer(nn.Module):
     # to every text position, passed to `__call__` as `condition [batch, dim]`.
     text_condition: bool = False
     dtype: jnp.dtype = jnp.float32
+    remat: str = "none"  # what the backward pass recomputes: a key of `REMAT_POLICIES`
+    # One block whose parameters carry a leading `layers` axis, applied by `nn.scan`: a compile
+    # does one layer, not `depth` (the parameter tree differs, so a run keeps the value it began with).
+    scan_layers: bool = False
 
     @property
     def num_image_tokens(self) -> int:
@@ -66,8 +71,12 @@ class DalleTransformer(nn.Module):
         self.row_position = self.param("row_position", _embedding_init(("height", "embed")), (self.grid_size[0], e))
         self.column_position = self.param("column_position", _embedding_init(("width", "embed")),
                                           (self.grid_size[1], e))
-        self.blocks = [DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")
-                       for i in range(self.depth)]
+        block = rematerialized(DecoderBlock, self.remat)
+        if self.scan_layers:
+            self.blocks = block(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name="blocks")
+        else:
+            self.blocks = [block(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")
+                           for i in range(self.depth)]
         self.final_norm = layer_norm(self.dtype)
         head = lambda vocab: nn.Dense(vocab, dtype=jnp.float32, kernel_init=dense_init(("embed", "vocab")),
                                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
@@ -78,10 +87,13 @@ class DalleTransformer(nn.Module):
                                                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                                                         ("embed",)))
 
-    def _masks(self) -> list[jax.Array]:
+    def _masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(`bool [kinds, length, length]`: one mask per distinct kind, `int32 [depth]`: each layer's)."""
         height, width = self.grid_size
-        return [jnp.asarray(masks.attention_mask(kind, self.text_length, height, width, self.conv_kernel))
-                for kind in self.attention_kinds]
+        kinds = sorted(set(self.attention_kinds))
+        stack = np.stack([masks.attention_mask(kind, self.text_length, height, width, self.conv_kernel)
+                          for kind in kinds])
+        return stack, np.asarray([kinds.index(kind) for kind in self.attention_kinds], np.int32)
 
     def embed(self, tokens, start):
         """`[batch, length]` ids at positions `start ..` to `[batch, length, embed]`."""
@@ -110,14 +122,26 @@ class DalleTransformer(nn.Module):
             is_text = (start + jnp.arange(tokens.shape[1])) < self.text_length
             x = x + jnp.where(is_text[None, :, None], self.condition_projection(condition)[:, None], 0).astype(x.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        mask_stack, layer_masks = self._masks()
         length = tokens.shape[1]
-        new_cache = []
-        for i, (block, mask) in enumerate(zip(self.blocks, self._masks())):
-            if cache is None:
-                x, _ = block(x, mask[:length, :length])
-            else:
-                rows = jax.lax.dynamic_slice_in_dim(mask, start, length, axis=0)
-                x, layer_cache = block(x, rows, cache=cache[i], start=start)
+
+        def layer(block, x, mask, layer_cache):
+            if layer_cache is None:
+                return block(x, mask[:length, :length])
+            return block(x, jax.lax.dynamic_slice_in_dim(mask, start, length, axis=0), cache=layer_cache, start=start)
+
+        if self.scan_layers:  # the cache, if any, is stacked: `[depth, ...]` keys and values
+            def step(block, x, xs):
+                mask_index, layer_cache = xs
+                return layer(block, x, jnp.asarray(mask_stack)[mask_index], layer_cache)
+
+            scan = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth,
+                           metadata_params={nn.PARTITION_NAME: "layers"})
+            x, new_cache = scan(self.blocks, x, (jnp.asarray(layer_masks), cache))
+        else:
+            new_cache = []
+            for i, block in enumerate(self.blocks):
+                x, layer_cache = layer(block, x, mask_stack[layer_masks[i]], None if cache is None else cache[i])
                 new_cache.append(layer_cache)
         x = self.final_norm(x)
         if self.is_initializing():  # the heads are applied through their own methods; create them here
@@ -130,8 +154,12 @@ class DalleTransformer(nn.Module):
     def image_logits(self, hidden):
         return self.image_head(hidden)
 
-    def init_cache(self, batch: int) -> list[KVCache]:
-        return [init_kv_cache(batch, self.length, self.num_heads, self.head_dim, self.dtype) for _ in range(self.depth)]
+    def init_cache(self, batch: int) -> list[KVCache] | KVCache:
+        """Zero keys and values for every layer: a list of them, or one stacked pair with `scan_layers`."""
+        layer = init_kv_cache(batch, self.length, self.num_heads, self.head_dim, self.dtype)
+        if self.scan_layers:
+            return jax.tree.map(lambda zeros: jnp.broadcast_to(zeros, (self.depth, *zeros.shape)), layer)
+        return [layer] * self.depth
 
 
 def teacher_forced_logits(model: DalleTransformer, params, tokens):

@@ -27,7 +27,7 @@ class ToyClassifier(nn.Module):
     def __call__(self, images):
         x = images.astype(self.dtype) / 127.5 - 1.0
         x = nn.Conv(self.embed_dim, (self.patch_size,) * 2, strides=(self.patch_size,) * 2, dtype=self.dtype,
-                    kernel_init=_partitioned(nn.initializers.lecun_normal(), (None, None, "channels", "embed")),
+                    kernel_init=_partitioned(nn.initializers.lecun_normal(), (None, None, None, "embed")),
                     bias_init=_partitioned(nn.initializers.zeros, ("embed",)), name="patch_embed")(x)
         x = nn.with_logical_constraint(x, ("batch", "height", "width", "embed"))
         x = nn.Dense(self.mlp_dim, dtype=self.dtype,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-_CONV_AXES = ("height", "width", None, "channels")  # kernel: [kh, kw, in, out]
+_CONV_AXES = ("height", "width", "channels_in", "channels")  # kernel: [kh, kw, in, out]
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 

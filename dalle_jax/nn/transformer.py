@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from dalle_jax.nn.attention import KVCache, SelfAttention, dense_init
@@ -58,6 +59,25 @@ class DecoderBlock(nn.Module):
         x = x + MlpBlock(self.mlp_dim, self.dtype, self.activation, name="mlp")(
             layer_norm(self.dtype, "mlp_norm", self.norm_eps)(x))
         return nn.with_logical_constraint(x, ACTIVATION_AXES), cache
+
+
+# What the backward pass keeps of a block's forward pass (`model.remat`): `none` keeps everything,
+# `dots` the outputs of its weight matrix products (the attention's batched products and every
+# elementwise op are recomputed), `full` only the block's input (the whole block is recomputed).
+REMAT_POLICIES = {"none": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                  "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def rematerialized(block_class: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
+    """`block_class` under `nn.remat` with a policy of `REMAT_POLICIES` (itself for `none`);
+    `static_argnums` index `__call__`'s arguments, the module itself being 0."""
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"remat policy {policy!r} is not one of {sorted(REMAT_POLICIES)}")
+    if policy == "none":
+        return block_class
+    remat_class = nn.remat(block_class, policy=REMAT_POLICIES[policy], static_argnums=static_argnums)
+    remat_class.__name__ = block_class.__name__  # unnamed blocks keep their names: one parameter tree for every policy
+    return remat_class
 
 
 class TransformerStack(nn.Module):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from dalle_jax.nn.attention import dense_init
 from dalle_jax.nn.conv import conv
+from dalle_jax.nn.transformer import rematerialized
 
 _ZERO = nn.with_logical_partitioning(nn.initializers.zeros, ("channels",))
 
@@ -70,7 +71,7 @@ class ResBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, embedding, *, deterministic: bool = True):
+    def __call__(self, x, embedding, deterministic: bool = True):
         h = conv(self.out_channels, dtype=self.dtype)(nn.silu(group_norm(x.shape[-1], self.dtype)(x)))
         scale, shift = jnp.split(dense(2 * self.out_channels, ("embed", "channels"), self.dtype)(nn.silu(embedding)),
                                  2, axis=-1)
@@ -95,7 +96,7 @@ class AttentionBlock(nn.Module):
         head_dim = channels // self.num_heads
         h = group_norm(channels, self.dtype)(x).reshape(batch, height * width, channels)
         heads = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
-        qkv = dense(3 * channels, ("channels", "mlp"), self.dtype, name="qkv")(h)
+        qkv = dense(3 * channels, ("channels_in", "mlp"), self.dtype, name="qkv")(h)
         query, key, value = (heads(y) for y in jnp.split(qkv, 3, axis=-1))
         if context is not None:
             context_kv = dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context)
@@ -126,14 +127,17 @@ class UNet(nn.Module):
     dropout: float = 0.0
     upsample_at_low_res: bool = False
     dtype: jnp.dtype = jnp.float32
+    remat: str = "none"  # what the backward pass recomputes of each block: a key of `REMAT_POLICIES`
 
     @nn.compact
     def __call__(self, x, embedding, context=None, *, deterministic: bool = True):
         resolution = x.shape[1]
         if resolution % 2 ** (len(self.channel_mults) - 1):
             raise ValueError(f"{resolution}×{resolution} inputs cannot be halved {len(self.channel_mults) - 1} times")
-        block = lambda ch, h: ResBlock(ch, self.dropout, self.dtype)(h, embedding, deterministic=deterministic)
-        attend = lambda h, size: (AttentionBlock(self.num_heads, self.dtype)(h, context)
+        res_block = rematerialized(ResBlock, self.remat, static_argnums=(3,))  # (self, x, embedding, deterministic)
+        attention_block = rematerialized(AttentionBlock, self.remat)
+        block = lambda ch, h: res_block(ch, self.dropout, self.dtype)(h, embedding, deterministic)
+        attend = lambda h, size: (attention_block(self.num_heads, self.dtype)(h, context)
                                   if size in self.attention_resolutions else h)
         h = conv(self.base_channels, dtype=self.dtype)(x.astype(self.dtype))
         skips = [h]
@@ -147,7 +151,7 @@ class UNet(nn.Module):
                 skips.append(h)
         h = block(h.shape[-1], h)
         if self.attention_resolutions:
-            h = AttentionBlock(self.num_heads, self.dtype)(h, context)
+            h = attention_block(self.num_heads, self.dtype)(h, context)
         h = block(h.shape[-1], h)
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             size = resolution // 2 ** level

@@ -23,7 +23,7 @@ from dalle_jax.eval import clip_metrics
 from dalle_jax.models import clip
 from dalle_jax.text.clip_tokenizer import ClipTokenizer
 from dalle_jax.text.tokenizer import TextTokenizer
-from dalle_jax.train import trainer
+from dalle_jax.train import partitioning, trainer
 
 TOWER_SIZES = ("embed_dim", "depth", "num_heads", "head_dim", "mlp_dim")
 
@@ -151,7 +151,7 @@ class TrainedClip:
         """`float32 [len(source), P]` normalised embeddings of a split's `image`s, or of its
         captions if `what` names a caption feature; computed once per CLIP checkpoint."""
         path = (self.workdir / "clip_embeddings" / f"{split}_{what}_n{len(source)}_clip_step{self.step}.npy")
-        embed_images, embed_text = self.embedders()
+        embed_images, embed_text = self.task.embedders(partitioning.host_local(self.params))  # chunks by process
 
         def compute(begin: int, end: int) -> np.ndarray:
             examples = [source[i] for i in range(begin, end)]

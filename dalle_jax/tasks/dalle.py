@@ -30,13 +30,14 @@ from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_imag
 from dalle_jax.nn import masks
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask, downsample_factor
 from dalle_jax.text.tokenizer import TextTokenizer
-from dalle_jax.train import trainer
+from dalle_jax.train import partitioning, trainer
 
 
 def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, variables, tokenizer_step: int,
                         batch_size: int = 256) -> np.ndarray:
     """Image tokens `int32 [len(source), h * w]` of every example of a split, encoded once per
     tokenizer checkpoint and kept on disk (resumable, and split across processes: `cached_rows`)."""
+    variables = partitioning.host_local(variables)  # each process encodes its own chunks
     encode = jax.jit(lambda images: tokenizer.apply(variables, images, method="encode"))
 
     def encode_rows(begin: int, end: int) -> np.ndarray:
@@ -88,7 +89,8 @@ def build_transformer(config, text_vocab_size: int, grid_size: tuple[int, int],
         text_vocab_size=text_vocab_size, image_vocab_size=image_vocab_size or config.image_tokenizer.num_codes,
         text_length=config.text.max_length, grid_size=grid_size, embed_dim=m.embed_dim, depth=m.depth,
         num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim,
-        attention_kinds=masks.layer_kinds(m.attention, m.depth), conv_kernel=m.conv_kernel, dtype=jnp.dtype(m.dtype))
+        attention_kinds=masks.layer_kinds(m.attention, m.depth), conv_kernel=m.conv_kernel, dtype=jnp.dtype(m.dtype),
+        remat=m.get("remat", "none"), scan_layers=m.get("scan_layers", False))  # `.get`: runs saved before them
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -25,6 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from dalle_jax.data import pipeline
 from dalle_jax.train import checkpoint, optim, partitioning
@@ -128,22 +129,40 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGINT into a stop after a step, with a checkpoint.
+
+    With several processes every one must stop after the same step: SIGTERM is left to JAX's
+    preemption service, which tells every process and agrees on the step
+    (`multihost_utils.reached_preemption_sync_point`), and SIGINT is passed on to it as SIGTERM.
+    """
 
     def __init__(self):
-        self.raised = False
+        self._signalled = False
         self._previous = {}
+        self._several = jax.process_count() > 1
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in _STOP_SIGNALS:
+            for sig in (signal.SIGINT,) if self._several else _STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         del frame
+        if self._several:
+            signal.raise_signal(signal.SIGTERM)  # to JAX's preemption notifier
+            return
         log.warning("received signal %d: saving a checkpoint after this step", signum)
-        self.raised = True
+        self._signalled = True
+
+    def due(self, step: int) -> bool:
+        """Whether to save and stop after `step`; every process calls it once a step."""
+        if self._several:
+            if multihost_utils.reached_preemption_sync_point(step):
+                log.warning("every process stops after step %d (a stop signal reached one of them)", step)
+                return True
+            return False
+        return self._signalled
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -407,7 +426,8 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
                     check(*unchecked)
                 unchecked = (step, metrics)
                 progress.update(1)
-                final = step == stop_at_step or stop.raised
+                stopping = stop.due(step)
+                final = step == stop_at_step or stopping
                 eval_due = evaluate is not None and (step % config.train.eval_every == 0 or final)
                 log_due = step % config.train.log_every == 0 or final or eval_due
                 save_due = step % config.train.save_every == 0 or final
@@ -433,7 +453,7 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
                         raise _write_failed("writing pictures", workdir, error, _saved_step(checkpointer)) from error
                 if save_due:
                     checkpointer.save(step, state, batches.get_state(), config_json, force=final)
-                if stop.raised:
+                if stopping:
                     checkpointer.wait()
                     raise TrainingInterrupted(step, checkpointer.directory)
         checkpointer.wait()

@@ -141,3 +141,29 @@ def test_tiny_model_overfits_a_handful_of_examples():
     for _ in range(300):
         params, opt_state, loss = step(params, opt_state)
     assert float(loss) < 0.05  # from log(16) = 2.77
+
+
+@pytest.mark.parametrize("remat", ["dots", "full"])
+def test_scanned_and_rematerialised_layers_compute_the_same_model(model_and_params, remat):
+    """`scan_layers` stacks the blocks' parameters along a leading axis and `remat` recomputes in
+    the backward pass: the same logits and gradients as the plain model, and the same samples."""
+    model, params = model_and_params
+    scanned = model.clone(scan_layers=True, remat=remat)
+    blocks = [params[f"block_{i}"] for i in range(model.depth)]
+    stacked = {k: v for k, v in params.items() if not k.startswith("block_")}
+    stacked["blocks"] = jax.tree.map(lambda *layers: jnp.stack(layers), *blocks)
+    assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(  # the layout `init` gives the scanned model
+        jnp.shape, nn.unbox(jax.eval_shape(scanned.init, jax.random.key(0), jnp.zeros((1, 17), jnp.int32)))["params"])
+
+    text = text_batch(2)
+    tokens = jnp.concatenate([text, jnp.arange(12, dtype=jnp.int32)[None].repeat(2, 0) % 16], axis=1)
+    loss = lambda m, p: image_log_likelihood(m, p, text, tokens[:, TEXT_LENGTH:]).sum()
+    value, grads = jax.value_and_grad(lambda p: loss(model, p))(params)
+    scanned_value, scanned_grads = jax.value_and_grad(lambda p: loss(scanned, p))(stacked)
+    np.testing.assert_allclose(scanned_value, value, rtol=1e-5)
+    for i in range(model.depth):
+        chex.assert_trees_all_close(jax.tree.map(lambda g: g[i], scanned_grads["blocks"]), grads[f"block_{i}"],
+                                    atol=1e-5)
+    chex.assert_trees_all_close(scanned_grads["image_head"], grads["image_head"], atol=1e-5)
+    np.testing.assert_array_equal(sample_image_tokens(scanned, stacked, text, jax.random.key(1)),
+                                  sample_image_tokens(model, params, text, jax.random.key(1)))  # a stacked cache

@@ -78,3 +78,12 @@ def test_upsampling_at_low_resolution_commutes_with_the_resize_for_pointwise_ker
     centre[1, 1] = 1.0
     pointwise = {**params, name: {**params[name], "kernel": params[name]["kernel"] * centre}}
     np.testing.assert_allclose(apply(low_res, pointwise), apply(adm, pointwise), atol=1e-5)
+
+
+def test_rematerialised_blocks_give_the_same_gradients():
+    x, emb, context = (jax.random.normal(k, s) for k, s in zip(jax.random.split(jax.random.key(2), 3),
+                                                               [(2, 8, 8, 3), (2, 16), (2, 3, 12)]))
+    plain, remat = tiny_unet(), tiny_unet().clone(remat="full")
+    params = perturbed(plain.init(jax.random.key(0), x, emb, context)["params"])
+    loss = lambda unet: lambda p: jnp.sum(unet.apply({"params": p}, x, emb, context) ** 2)
+    chex.assert_trees_all_close(jax.grad(loss(remat))(params), jax.grad(loss(plain))(params), atol=1e-5)
