@@ -35,8 +35,3 @@ def tiny_sources(tiny_data_dir):
     config = load_config(str(REPO / "configs/shapes_toy.py:tiny"), {"data.data_dir": str(tiny_data_dir)})
     return pipeline.load_sources(config.data)
 
-
-def pytest_collection_modifyitems(items):
-    """The longest tests (`@pytest.mark.long`) first: the two workers then finish together, rather
-    than one waiting on a long test the other started last."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: otherwise in collection order

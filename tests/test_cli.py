@@ -191,7 +191,6 @@ def test_clip_training_reranking_and_clip_score(trained_dalle, tiny_data_dir, tm
     assert all(0.0 <= report[name]["all"]["clip_score"] <= 100.0 for name in report)
 
 
-@pytest.mark.long
 def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     from dalle_jax.train.metric_writer import read_metrics
 
@@ -252,7 +251,6 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     assert np.all(scores < 0)
 
 
-@pytest.mark.long
 def test_own_images_folder_through_every_stage_and_a_work_dir_that_stands_alone(tmp_path):
     """A folder of the user's images (every mode and format, broken files among them) through
     build-data and the training commands that read it: DALL·E 1's tokenizers and transformer,
@@ -327,7 +325,6 @@ def test_build_data_with_no_usable_image_fails_clearly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.long
 def test_unclip_pipeline_end_to_end(tmp_path):
     common = ["--config", "configs/shapes_unclip.py:tiny", f"--config.data.data_dir={tmp_path / 'data'}",
               "--workdir", str(tmp_path), "--config.train.progress_bar=false"]
@@ -399,7 +396,6 @@ def test_unclip_pipeline_end_to_end(tmp_path):
         np.testing.assert_array_equal(frame, frames[0])
 
 
-@pytest.mark.long
 def test_released_weights_imported_then_used_with_no_other_flag(tmp_path):
     """The path from a folder of images to reranked samples with released weights: a CLIP
     snapshot imported by the command, OpenAI's dVAE imported from its tensors (here the fixture's

@@ -143,8 +143,7 @@ def test_tiny_model_overfits_a_handful_of_examples():
     assert float(loss) < 0.05  # from log(16) = 2.77
 
 
-@pytest.mark.parametrize("remat", ["dots", "full"])
-def test_scanned_and_rematerialised_layers_compute_the_same_model(model_and_params, remat):
+def test_scanned_and_rematerialised_layers_compute_the_same_model(model_and_params, remat="dots"):
     """`scan_layers` stacks the blocks' parameters along a leading axis and `remat` recomputes in
     the backward pass: the same logits and gradients as the plain model, and the same samples."""
     model, params = model_and_params

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dalle_jax.nn.unet import UNet, timestep_embedding
+from dalle_jax.nn.transformer import rematerialized
+from dalle_jax.nn.unet import ResBlock, UNet, timestep_embedding
 
 
 def perturbed(params, seed=0):
@@ -80,10 +81,10 @@ def test_upsampling_at_low_resolution_commutes_with_the_resize_for_pointwise_ker
     np.testing.assert_allclose(apply(low_res, pointwise), apply(adm, pointwise), atol=1e-5)
 
 
-def test_rematerialised_blocks_give_the_same_gradients():
-    x, emb, context = (jax.random.normal(k, s) for k, s in zip(jax.random.split(jax.random.key(2), 3),
-                                                               [(2, 8, 8, 3), (2, 16), (2, 3, 12)]))
-    plain, remat = tiny_unet(), tiny_unet().clone(remat="full")
-    params = perturbed(plain.init(jax.random.key(0), x, emb, context)["params"])
-    loss = lambda unet: lambda p: jnp.sum(unet.apply({"params": p}, x, emb, context) ** 2)
+def test_a_rematerialised_block_gives_the_same_gradients():
+    """`UNet(remat=...)` wraps its blocks so (`deterministic`, a Python bool, static): one block, both ways."""
+    x, emb = jax.random.normal(jax.random.key(2), (2, 4, 4, 8)), jax.random.normal(jax.random.key(3), (2, 16))
+    plain, remat = ResBlock(8), rematerialized(ResBlock, "full", static_argnums=(3,))(8)
+    params = perturbed(plain.init(jax.random.key(0), x, emb, True)["params"])
+    loss = lambda block: lambda p: jnp.sum(block.apply({"params": p}, x, emb, True) ** 2)
     chex.assert_trees_all_close(jax.grad(loss(remat))(params), jax.grad(loss(plain))(params), atol=1e-5)

@@ -1,12 +1,9 @@
 """The short version of `bench/fault_loop.py`: `run.py train` killed with SIGKILL while a
 checkpoint is being written, restarted each time, and compared with a run never killed."""
 
-import pytest
-
 from bench.fault_loop import fault_loop
 
 
-@pytest.mark.long
 def test_kill_9_during_saves_loses_nothing_but_the_steps_since_the_last_save():
     report = fault_loop(kills=2, steps=25, during_saves=True, seed=1)
     assert report["kills"] == report["kills_while_a_checkpoint_was_being_written"] == 2, report
