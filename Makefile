@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_out
 
-.PHONY: demo test test-notebooks test-browser test-convert parity-fixtures clean
+.PHONY: demo test test-scale test-notebooks test-browser test-convert parity-fixtures clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 -q -m "not scale" tests
+
+# Every task on 8 fake devices and training on two processes: 6 minutes that `make test` leaves out (CI runs both).
+test-scale: $(INSTALLED)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=5 -q -m scale tests
 
 # The notebooks, each run top to bottom in a fresh kernel at its small budget (CI runs this after `make test`).
 NOTEBOOKS_INSTALLED := $(VENV)/.notebooks-installed
@@ -79,4 +83,4 @@ demo: $(INSTALLED)
 	@echo "demo done: $(DEMO)/dalle_samples.png, $(DEMO)/shapes_train.png, $(DEMO)/dalle/eval.md"
 
 clean:
-	rm -rf $(VENV) $(CONVERT_VENV) $(DEMO) *.egg-info
+	rm -rf $(VENV) $(CONVERT_VENV) $(DEMO) *.egg-info .pytest_cache .peers

@@ -21,7 +21,6 @@ does, not as a GPU's compiler would: read its temporaries as an estimate of the 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
@@ -35,13 +34,11 @@ if "--tpu" not in sys.argv:  # fake CPU devices: set before JAX starts
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-from dalle_jax.config import load_config  # noqa: E402
+import sized_models  # noqa: E402
 from dalle_jax.train import optim, partitioning, trainer  # noqa: E402
 
 GB = 1e9
@@ -56,15 +53,7 @@ def dalle_12b(remat: str, scan_layers: bool = True):
     """The paper's transformer (`configs/shapes_dalle.py:paper`: 64 layers, width 3,968, 62 heads,
     [256 text ; 32×32 image tokens], 16,384 text and 8,192 image codes, sparse masks, bfloat16
     compute) at the paper's batch of 1,024."""
-    from dalle_jax.tasks.dalle import DalleTask, build_transformer
-
-    config = load_config(str(REPO / "configs/shapes_dalle.py:paper"),
-                         {"model.remat": remat, "model.scan_layers": scan_layers, "train.batch_size": 1024})
-    grid = config.data.image_size // 8
-    model = build_transformer(config, config.text.vocab_size, (grid, grid))
-    example = {"text": np.zeros((config.text.max_length,), np.int32),
-               "image_tokens": np.zeros((grid * grid,), np.int32)}
-    return config, DalleTask(model, None, None, None, None, config), example
+    return sized_models.dalle({"remat": remat, "scan_layers": scan_layers}, 1024)
 
 
 def decoder_3_5b(remat: str, scan_layers: bool = True):
@@ -72,26 +61,9 @@ def decoder_3_5b(remat: str, scan_layers: bool = True):
     (1, 2, 3, 4), 3 blocks a level, attention at 32, 16 and 8, a 24-layer caption transformer of
     width 2,048, bfloat16 compute, the paper's batch of 2,048. Its layers are not scanned."""
     del scan_layers
-    from dalle_jax.models.clip import TextEncoder
-    from dalle_jax.models.decoder import Decoder
-    from dalle_jax.tasks.decoder import DecoderTask, build_unet, schedule_of
-
-    config = load_config(str(REPO / "configs/shapes_unclip.py"), {"train.batch_size": 2048, "text.max_length": 128})
-    config.unlock()
-    config.decoder.image_size = 64
-    m = config.decoder.model
-    m.update(base_channels=512, channel_mults=(1, 2, 3, 4), num_res_blocks=3, attention_resolutions=(32, 16, 8),
-             num_heads=8, embed_dim=2048, text_width=2048, text_depth=24, num_clip_tokens=4, dtype="bfloat16",
-             remat=remat)
-    vocab, projection_dim = 16_384, 768
-    caption_encoder = TextEncoder(vocab_size=vocab, length=config.text.max_length, embed_dim=m.text_width,
-                                  depth=m.text_depth, num_heads=m.text_width // 64, head_dim=64,
-                                  mlp_dim=4 * m.text_width, dtype=jnp.bfloat16)
-    model = Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
-                    dtype=jnp.bfloat16)
-    example = {"image": np.zeros((64, 64, 3), np.float32), "caption": np.zeros((config.text.max_length,), np.int32),
-               "image_embedding": np.zeros((projection_dim,), np.float32)}
-    return config, DecoderTask(model, schedule_of(config.decoder), None, None, config), example
+    return sized_models.decoder(dict(base_channels=512, channel_mults=(1, 2, 3, 4), num_res_blocks=3,
+                                     attention_resolutions=(32, 16, 8), num_heads=8, embed_dim=2048, text_width=2048,
+                                     text_depth=24, num_clip_tokens=4, dtype="bfloat16", remat=remat), 2048)
 
 
 MODELS = {"dalle_12b": dalle_12b, "decoder_3.5b": decoder_3_5b}
@@ -181,12 +153,8 @@ def main() -> None:
             if math.prod(shape) > len(devices):
                 continue
             for remat in args.remat.split(","):
-                row = plan(model, shape, remat, devices, scan_layers=not args.unscanned)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if args.out:
-                    with open(args.out, "a") as out:
-                        out.write(json.dumps(row) + "\n")
+                rows.append(plan(model, shape, remat, devices, scan_layers=not args.unscanned))
+                sized_models.emit(rows[-1], args.out)
     print(markdown(rows))
 
 

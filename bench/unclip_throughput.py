@@ -48,6 +48,26 @@ def training_cost(model, example_args, loss_of, repeats: int) -> tuple[float, fl
     return timed(compiled, state, example_args, repeats=repeats), compiled_flops(compiled), params
 
 
+def bench_decoder(batch: int, dtype, schedule, keys):
+    """(the decoder, its training inputs `(images, t, image embeddings, captions)`, its loss
+    `(params, inputs, rng) -> scalar`): width 64 × (1, 2, 4), 2 blocks a level, attention at 16 and 8."""
+    unet = UNet(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2, attention_resolutions=(16, 8),
+                num_heads=4, out_channels=3, dtype=dtype)
+    text = TextEncoder(vocab_size=VOCAB, length=CAPTION, embed_dim=128, depth=2, num_heads=4, head_dim=32,
+                       mlp_dim=512, dtype=dtype)
+    decoder = Decoder(unet, text, embed_dim=256, num_clip_tokens=4, dtype=dtype)
+    images = jax.random.uniform(keys[0], (batch, SIZE, SIZE, 3), minval=-1, maxval=1)
+    embeddings = jax.random.normal(keys[1], (batch, EMBEDDING))
+    captions = jax.random.randint(keys[2], (batch, CAPTION), 4, VOCAB)
+
+    def decoder_loss(params, inputs, rng):
+        x0, _, embedding, caption = inputs
+        model_fn = lambda x, t: decoder.apply({"params": params}, x, t, embedding, caption)
+        return gaussian.diffusion_loss(model_fn, schedule, x0, rng, "epsilon").mean()
+
+    return decoder, (images, jnp.zeros(batch, jnp.int32), embeddings, captions), decoder_loss
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -59,21 +79,8 @@ def main():
     schedule = schedules.make_schedule("cosine", 1000)
     keys = jax.random.split(jax.random.key(0), 4)
 
-    unet = UNet(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=2, attention_resolutions=(16, 8),
-                num_heads=4, out_channels=3, dtype=dtype)
-    text = TextEncoder(vocab_size=VOCAB, length=CAPTION, embed_dim=128, depth=2, num_heads=4, head_dim=32,
-                       mlp_dim=512, dtype=dtype)
-    decoder = Decoder(unet, text, embed_dim=256, num_clip_tokens=4, dtype=dtype)
-    images = jax.random.uniform(keys[0], (batch, SIZE, SIZE, 3), minval=-1, maxval=1)
-    embeddings = jax.random.normal(keys[1], (batch, EMBEDDING))
-    captions = jax.random.randint(keys[2], (batch, CAPTION), 4, VOCAB)
-    decoder_args = (images, jnp.zeros(batch, jnp.int32), embeddings, captions)
-
-    def decoder_loss(params, inputs, rng):
-        x0, _, embedding, caption = inputs
-        model_fn = lambda x, t: decoder.apply({"params": params}, x, t, embedding, caption)
-        return gaussian.diffusion_loss(model_fn, schedule, x0, rng, "epsilon").mean()
-
+    decoder, decoder_args, decoder_loss = bench_decoder(batch, dtype, schedule, keys)
+    images, _, embeddings, captions = decoder_args
     decoder_seconds, decoder_flops, decoder_params = training_cost(decoder, decoder_args, decoder_loss, args.steps)
 
     prior = DiffusionPrior(vocab_size=VOCAB, caption_length=CAPTION, width=256, depth=4, num_heads=8, head_dim=32,

@@ -50,7 +50,8 @@ def get_config(variant: str = "default"):
     c.model = dict(embed_dim=512, depth=8, num_heads=8, head_dim=64, mlp_dim=2_048, dtype="float32",
                    # the paper's pattern: row layers, a column layer every fourth, convolutional last
                    attention="sparse", conv_kernel=11,
-                   remat="none", scan_layers=False)  # memory and compile time: docs/performance.md
+                   remat="none", scan_layers=False,  # memory and compile time: docs/performance.md
+                   attention_impl="auto")
     c.loss = dict(text_weight=1 / 8, image_weight=7 / 8, caption_dropout=0.1)
     c.train.steps = 50_000
     c.train.batch_size = 8  # 11.8 GB on the CPU (docs/data.md); raise it on an accelerator

@@ -14,7 +14,7 @@ def get_config(variant: str = "default"):
     c.data.image_size = 32
     c.text.max_length = 24
     c.model = dict(embed_dim=128, depth=3, num_heads=4, head_dim=32, mlp_dim=512, patch_size=4, pooling="cls",
-                   patch_kernel=8, stem_channels=(), projection_dim=128, dtype="float32")
+                   patch_kernel=8, stem_channels=(), projection_dim=128, dtype="float32", attention_impl="auto")
     c.train.steps = 800
     c.train.batch_size = 128
     c.train.log_every = 50

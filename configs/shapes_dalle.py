@@ -41,6 +41,9 @@ def get_config(variant: str = "default"):
         attention="full", conv_kernel=5,
         remat="none",  # what the backward pass recomputes to save memory: none, dots or full
         scan_layers=False,  # one scanned block for all layers: compiles in a fraction of the time
+        # einsum, xla, cudnn or auto: cuDNN's fused kernel on a GPU in bfloat16 where every layer is "full",
+        # einsum elsewhere (nn/attention.py; docs/performance.md)
+        attention_impl="auto",
     )
     c.loss = dict(text_weight=1 / 8, image_weight=7 / 8, caption_dropout=0.1)
     c.train.steps = 5_000

@@ -47,7 +47,7 @@ def get_config(variant: str = "default"):
 
     c.prior = dict(
         kind="diffusion",  # or "autoregressive"
-        model=dict(width=128, depth=4, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32"),
+        model=dict(width=128, depth=4, num_heads=4, head_dim=32, mlp_dim=512, dtype="float32", attention_impl="auto"),
         caption_dropout=0.1, num_candidates=2,  # diffusion: keep the better of 2 by dot product with the text
         pca_variance=0.99, num_buckets=1024,  # autoregressive
         **_diffusion("x0", "ddim", 64, "uniform"),
@@ -59,7 +59,7 @@ def get_config(variant: str = "default"):
         image_size=32,
         model=dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,),
                    num_heads=4, embed_dim=128, dropout=0.0, text_width=64, text_depth=1, num_clip_tokens=4,
-                   upsample_at_low_res=False, dtype="float32", remat="none"),
+                   upsample_at_low_res=False, dtype="float32", remat="none", attention_impl="auto"),
         caption_dropout=0.5, image_embedding_dropout=0.1,
         self_condition=False,  # True: the UNet also reads its previous x̂₀ (Chen et al. 2022; a second forward pass)
         # η = 1: SDE-DPM-Solver++(2M), as accurate in 20 steps as DDPM in 250 (docs/unclip.md, "Samplers for the decoder").
@@ -81,7 +81,8 @@ def get_config(variant: str = "default"):
         low_res_size=32, crop_size=16,
         max_blur_sigma=0.6, max_noise_std=0.05,
         model=dict(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=1,
-                   embed_dim=128, dropout=0.0, upsample_at_low_res=False, dtype="float32", remat="none"),
+                   embed_dim=128, dropout=0.0, upsample_at_low_res=False, dtype="float32", remat="none",
+                   attention_impl="auto"),
         **_diffusion("v", "dpm_solver_pp", 20, "quadratic"),
         # 300 steps, not 600, to leave the decoder the time within 45 minutes (docs/unclip.md, "Decoder steps").
         train=dict(steps=300, batch_size=32, log_every=100, save_every=300, eval_every=0),

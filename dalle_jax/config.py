@@ -18,6 +18,9 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
+from dalle_jax.nn.attention import ATTENTION_IMPLEMENTATIONS
+from dalle_jax.nn.transformer import REMAT_POLICIES
+
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used."""
@@ -123,11 +126,11 @@ RANGES: dict[str, Interval] = {
                      "num_res_blocks", "num_steps", "num_timesteps", "num_prompts", "candidates", "beam_size",
                      "chunk_size", "projection_dim", "num_buckets", "conv_kernel", "low_res_size", "crop_size",
                      "text_width", "text_depth", "num_candidates", "eval_images", "num_examples", "max_pixels",
-                     "num_clip_tokens"), _COUNT),
+                     "num_clip_tokens", "microbatches"), _COUNT),
     **dict.fromkeys(("warmup_steps", "eval_every", "image_every", "num_validation", "num_test_compositional", "worker_count",
                      "top_k", "kl_warmup_steps", "temperature_anneal_steps", "min_snr_gamma", "guidance_scale",
                      "eta", "temperature", "grad_clip_norm", "weight_decay", "kl_weight", "commitment_weight",
-                     "max_blur_sigma", "max_noise_std", "seed"), _NON_NEGATIVE),
+                     "max_blur_sigma", "max_noise_std", "seed", "peak_flops"), _NON_NEGATIVE),
     **dict.fromkeys(("validation_fraction", "synthetic_caption_rate", "end_lr_fraction", "image_weight",
                      "text_weight"), _FRACTION),
     **dict.fromkeys(("ema_decay", "b1", "b2", "dropout", "caption_dropout", "image_embedding_dropout"), _BELOW_ONE),
@@ -137,21 +140,32 @@ RANGES: dict[str, Interval] = {
     "jpeg_quality": Interval(1, 100),
     "build_workers": Interval(-1),
 }
+# The values a string may take, by its name wherever it sits (`model.dtype`, `decoder.model.remat`).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("float32", "bfloat16", "float16"),
+    "mu_dtype": ("", "float32", "bfloat16"),
+    "remat": tuple(REMAT_POLICIES),
+    "attention_impl": ATTENTION_IMPLEMENTATIONS,
+}
 
 
 def check_ranges(config: ml_collections.ConfigDict) -> None:
-    """Raises `ConfigError` naming every number outside its range (`RANGES`; a mesh axis is -1 or ≥ 1)."""
+    """Raises `ConfigError` naming every number outside its range (`RANGES`; a mesh axis is -1 or ≥ 1)
+    and every string that is not one of its `CHOICES`."""
     problems = []
     for key in flat_keys(config):
         value = config
         for part in key.split("."):
             value = value[part]
+        name = key.rsplit(".", 1)[-1]
+        if isinstance(value, str) and name in CHOICES and value not in CHOICES[name]:
+            problems.append(f"{key!r} is {value!r}; it must be one of {CHOICES[name]}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if key.startswith("mesh."):
             if value != -1 and value < 1:
                 problems.append(f"{key!r} is {value!r}; it must be -1 (every device left) or ≥ 1")
-        elif (interval := RANGES.get(key.rsplit(".", 1)[-1])) is not None and value not in interval:
+        elif (interval := RANGES.get(name)) is not None and value not in interval:
             problems.append(f"{key!r} is {value!r}; it must be {interval}")
     if problems:
         raise ConfigError("config " + "; ".join(problems))
@@ -251,6 +265,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.01
     c.optim.ema_decay = 0.0  # > 0: keep an EMA of the parameters (optim.params_ema); inference loads it
+    c.optim.mu_dtype = ""  # Adam's first moment: "" in the parameters' dtype (float32), or "bfloat16" (half its bytes)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1_000
@@ -262,6 +277,12 @@ def base_config() -> ml_collections.ConfigDict:
     # Steps between the task's pictures in TensorBoard (samples, reconstructions, captions; 0: never).
     c.train.image_every = 500
     c.train.progress_bar = True
+    # Gradients summed over this many equal slices of each batch inside the step, one slice at a time:
+    # the batch's activations need a `microbatches`-th of the memory, for the same update.
+    c.train.microbatches = 1
+    # Dense peak FLOP/s of one device, for `perf/mfu`; 0 reads it from `train.flops.PEAK_FLOPS` by device
+    # kind (none for CPUs: then only `perf/model_flops_per_sec` is logged).
+    c.train.peak_flops = 0.0
     return c
 
 

@@ -44,6 +44,16 @@ def test_out_of_range_values_name_the_key_before_anything_starts(override, allow
             load_config(TOY, [override])
 
 
+def test_a_string_outside_its_choices_names_the_choices():
+    unclip = str(REPO / "configs/shapes_unclip.py:tiny")
+    config = load_config(unclip, ["decoder.model.attention_impl=cudnn", "decoder.model.remat=dots",
+                                  "prior.model.dtype=bfloat16", "optim.mu_dtype=bfloat16"])
+    assert (config.decoder.model.attention_impl, config.optim.mu_dtype) == ("cudnn", "bfloat16")
+    with pytest.raises(ConfigError, match=r"'decoder.model.attention_impl' is 'flash'; it must be one of "
+                                          r"\('auto', 'einsum', 'xla', 'cudnn'\).*'model.dtype' is 'fp8'"):
+        load_config(unclip, ["decoder.model.attention_impl=flash", "model.dtype=fp8"])
+
+
 def test_ranges_hold_in_stage_sections_and_every_problem_is_listed():
     with pytest.raises(ConfigError, match=r"'decoder.sample.guidance_scale' is -1.0.*'train.batch_size' is 0"):
         load_config(str(REPO / "configs/shapes_unclip.py:tiny"),

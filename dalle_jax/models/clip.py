@@ -56,15 +56,16 @@ class TextEncoder(nn.Module):
     attention_bias: bool = False
     activation: str = "gelu"
     norm_eps: float = LAYER_NORM_EPS
+    attention_impl: str = "auto"  # one of nn.attention.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, tokens, *, pooled: bool = True):
         """`[batch, embed_dim]`, or with `pooled=False` every position `[batch, length, embed_dim]`."""
         x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=_normal(("vocab", "embed")))(tokens)
         x = x + self.param("position", _normal(("length", "embed")), (self.length, self.embed_dim))[: tokens.shape[1]]
-        causal = jnp.tril(jnp.ones((tokens.shape[1],) * 2, bool))
         x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype, self.attention_bias,
-                             self.activation, self.norm_eps)(x.astype(self.dtype), causal)
+                             self.activation, self.norm_eps, causal=True,
+                             attention_impl=self.attention_impl)(x.astype(self.dtype))
         return at_end_of_text(x, tokens, self.eos_id) if pooled else x
 
 
@@ -109,6 +110,7 @@ class VisionEncoder(nn.Module):
     attention_bias: bool = False
     activation: str = "gelu"
     norm_eps: float = LAYER_NORM_EPS
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, images, *, pooled: bool = True):
@@ -140,7 +142,7 @@ class VisionEncoder(nn.Module):
         if self.pre_norm:
             x = layer_norm(self.dtype, "pre_norm", self.norm_eps)(x)
         x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype, self.attention_bias,
-                             self.activation, self.norm_eps)(x, jnp.ones((x.shape[1],) * 2, bool))
+                             self.activation, self.norm_eps, attention_impl=self.attention_impl)(x)
         if not pooled:
             return x
         return x[:, 0] if self.pooling == "cls" else x.mean(axis=1)

@@ -14,6 +14,7 @@ feeds `tokens[:, :-1]`; the output at position `p` predicts token `p + 1`, so ou
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -52,10 +53,18 @@ class DalleTransformer(nn.Module):
     # One block whose parameters carry a leading `layers` axis, applied by `nn.scan`: a compile
     # does one layer, not `depth` (the parameter tree differs, so a run keeps the value it began with).
     scan_layers: bool = False
+    # How attention is computed (`nn/attention.py`); dense causal layers everywhere (`attention="full"`)
+    # are what cuDNN's fused kernel runs.
+    attention_impl: str = "auto"
 
     @property
     def num_image_tokens(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def plain_causal(self) -> bool:
+        """Every layer is dense causal attention: the blocks need no mask array."""
+        return set(self.attention_kinds) == {"full"}
 
     @property
     def length(self) -> int:
@@ -71,12 +80,13 @@ class DalleTransformer(nn.Module):
         self.row_position = self.param("row_position", _embedding_init(("height", "embed")), (self.grid_size[0], e))
         self.column_position = self.param("column_position", _embedding_init(("width", "embed")),
                                           (self.grid_size[1], e))
-        block = rematerialized(DecoderBlock, self.remat)
+        block = functools.partial(rematerialized(DecoderBlock, self.remat), self.num_heads, self.head_dim,
+                                  self.mlp_dim, self.dtype, causal=self.plain_causal,
+                                  attention_impl=self.attention_impl)
         if self.scan_layers:
-            self.blocks = block(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name="blocks")
+            self.blocks = block(name="blocks")
         else:
-            self.blocks = [block(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, name=f"block_{i}")
-                           for i in range(self.depth)]
+            self.blocks = [block(name=f"block_{i}") for i in range(self.depth)]
         self.final_norm = layer_norm(self.dtype)
         head = lambda vocab: nn.Dense(vocab, dtype=jnp.float32, kernel_init=dense_init(("embed", "vocab")),
                                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
@@ -126,6 +136,8 @@ class DalleTransformer(nn.Module):
         length = tokens.shape[1]
 
         def layer(block, x, mask, layer_cache):
+            if self.plain_causal:  # the blocks are causal themselves
+                return block(x) if layer_cache is None else block(x, cache=layer_cache, start=start)
             if layer_cache is None:
                 return block(x, mask[:length, :length])
             return block(x, jax.lax.dynamic_slice_in_dim(mask, start, length, axis=0), cache=layer_cache, start=start)

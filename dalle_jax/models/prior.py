@@ -33,6 +33,7 @@ class DiffusionPrior(nn.Module):
     head_dim: int
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "auto"  # one of nn.attention.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, noised_image_embedding, t, text_embedding, caption):
@@ -45,8 +46,8 @@ class DiffusionPrior(nn.Module):
                              jnp.broadcast_to(query, (caption.shape[0], self.width))], axis=1)
         x = jnp.concatenate([words.astype(self.dtype), singles.astype(self.dtype)], axis=1)
         x = x + self.param("position", init(("length", "embed")), x.shape[1:]).astype(self.dtype)
-        causal = jnp.tril(jnp.ones((x.shape[1],) * 2, bool))
-        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype)(x, causal)
+        x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype, causal=True,
+                             attention_impl=self.attention_impl)(x)
         return dense(noised_image_embedding.shape[-1], ("embed", "mlp"), jnp.float32, name="out")(x[:, -1])
 
 

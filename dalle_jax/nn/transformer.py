@@ -41,7 +41,8 @@ class MlpBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """`x + attention(norm(x))`, then `x + mlp(norm(x))`; returns `(x, cache)`."""
+    """`x + attention(norm(x))`, then `x + mlp(norm(x))`; returns `(x, cache)`. `causal`, `mask` and
+    `attention_impl` as in `SelfAttention`."""
 
     num_heads: int
     head_dim: int
@@ -50,10 +51,13 @@ class DecoderBlock(nn.Module):
     attention_bias: bool = False
     activation: str = "gelu"
     norm_eps: float = LAYER_NORM_EPS
+    causal: bool = False
+    attention_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, mask, *, cache: KVCache | None = None, start=0):
-        h, cache = SelfAttention(self.num_heads, self.head_dim, self.dtype, self.attention_bias, name="attention")(
+    def __call__(self, x, mask=None, *, cache: KVCache | None = None, start=0):
+        h, cache = SelfAttention(self.num_heads, self.head_dim, self.dtype, self.attention_bias, self.causal,
+                                 self.attention_impl, name="attention")(
             layer_norm(self.dtype, "attention_norm", self.norm_eps)(x), mask, cache=cache, start=start)
         x = nn.with_logical_constraint(x + h, ACTIVATION_AXES)
         x = x + MlpBlock(self.mlp_dim, self.dtype, self.activation, name="mlp")(
@@ -81,7 +85,7 @@ def rematerialized(block_class: type[nn.Module], policy: str, static_argnums: tu
 
 
 class TransformerStack(nn.Module):
-    """`depth` pre-LN blocks under one mask, then a final LayerNorm."""
+    """`depth` pre-LN blocks, causal or not, under one optional mask, then a final LayerNorm."""
 
     depth: int
     num_heads: int
@@ -91,10 +95,13 @@ class TransformerStack(nn.Module):
     attention_bias: bool = False
     activation: str = "gelu"
     norm_eps: float = LAYER_NORM_EPS
+    causal: bool = False
+    attention_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask=None):
         for i in range(self.depth):
             x, _ = DecoderBlock(self.num_heads, self.head_dim, self.mlp_dim, self.dtype, self.attention_bias,
-                                self.activation, self.norm_eps, name=f"block_{i}")(x, mask)
+                                self.activation, self.norm_eps, self.causal, self.attention_impl,
+                                name=f"block_{i}")(x, mask)
         return layer_norm(self.dtype, "final_norm", self.norm_eps)(x)

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dalle_jax.nn.attention import dense_init
+from dalle_jax.nn.attention import dense_init, dot_product_attention, resolve_implementation
 from dalle_jax.nn.conv import conv
 from dalle_jax.nn.transformer import rematerialized
 
@@ -87,6 +87,7 @@ class AttentionBlock(nn.Module):
 
     num_heads: int
     dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "auto"  # one of ATTENTION_IMPLEMENTATIONS; `auto` falls back to `xla`
 
     @nn.compact
     def __call__(self, x, context=None):
@@ -102,7 +103,10 @@ class AttentionBlock(nn.Module):
             context_kv = dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context)
             context_key, context_value = (heads(y) for y in jnp.split(context_kv, 2, axis=-1))
             key, value = jnp.concatenate([context_key, key], 1), jnp.concatenate([context_value, value], 1)
-        out = jax.nn.dot_product_attention(query, key, value).reshape(batch, height * width, channels)
+        implementation = resolve_implementation(self.attention_impl, "xla", platform=jax.default_backend(),
+                                                dtype=self.dtype, masked=False, cached=False, head_dim=head_dim)
+        out = dot_product_attention(query, key, value, implementation=implementation)
+        out = out.reshape(batch, height * width, channels)
         out = dense(channels, ("mlp", "channels"), self.dtype, zero=True, name="out")(out)
         return x + out.reshape(x.shape)
 
@@ -128,6 +132,7 @@ class UNet(nn.Module):
     upsample_at_low_res: bool = False
     dtype: jnp.dtype = jnp.float32
     remat: str = "none"  # what the backward pass recomputes of each block: a key of `REMAT_POLICIES`
+    attention_impl: str = "auto"  # one of `nn.attention.ATTENTION_IMPLEMENTATIONS`
 
     @nn.compact
     def __call__(self, x, embedding, context=None, *, deterministic: bool = True):
@@ -137,7 +142,7 @@ class UNet(nn.Module):
         res_block = rematerialized(ResBlock, self.remat, static_argnums=(3,))  # (self, x, embedding, deterministic)
         attention_block = rematerialized(AttentionBlock, self.remat)
         block = lambda ch, h: res_block(ch, self.dropout, self.dtype)(h, embedding, deterministic)
-        attend = lambda h, size: (attention_block(self.num_heads, self.dtype)(h, context)
+        attend = lambda h, size: (attention_block(self.num_heads, self.dtype, self.attention_impl)(h, context)
                                   if size in self.attention_resolutions else h)
         h = conv(self.base_channels, dtype=self.dtype)(x.astype(self.dtype))
         skips = [h]
@@ -151,7 +156,7 @@ class UNet(nn.Module):
                 skips.append(h)
         h = block(h.shape[-1], h)
         if self.attention_resolutions:
-            h = attention_block(self.num_heads, self.dtype)(h, context)
+            h = attention_block(self.num_heads, self.dtype, self.attention_impl)(h, context)
         h = block(h.shape[-1], h)
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             size = resolution // 2 ** level

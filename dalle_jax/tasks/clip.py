@@ -42,6 +42,7 @@ def is_openai(config) -> bool:
 def build_clip(config, text_tokenizer: TextTokenizer | ClipTokenizer) -> clip.CLIP:
     m = config.model
     dtype = jnp.dtype(m.dtype)
+    attention_impl = m.get("attention_impl", "auto")  # absent from runs saved before it
     text_options, vision_options = {}, {}
     vocab_size = text_tokenizer.vocab_size
     if is_openai(config):
@@ -51,11 +52,12 @@ def build_clip(config, text_tokenizer: TextTokenizer | ClipTokenizer) -> clip.CL
         vision_options = dict(shared, pixel_mean=tuple(m.pixel_mean), pixel_std=tuple(m.pixel_std), pre_norm=True,
                               patch_bias=False)
     return clip.CLIP(
-        clip.TextEncoder(vocab_size=vocab_size, length=config.text.max_length, dtype=dtype,
+        clip.TextEncoder(vocab_size=vocab_size, length=config.text.max_length, dtype=dtype, attention_impl=attention_impl,
                          **_tower_sizes(m, "text_tower"), **text_options),
         # `.get`: CLIP runs saved before these options existed read back as before.
         clip.VisionEncoder(patch_size=m.patch_size, pooling=m.pooling, stem_channels=tuple(m.get("stem_channels", ())),
                            patch_kernel=m.get("patch_kernel", 0), image_size=m.get("image_size", 0), dtype=dtype,
+                           attention_impl=attention_impl,
                            **_tower_sizes(m, "vision_tower"), **vision_options),
         projection_dim=m.projection_dim)
 

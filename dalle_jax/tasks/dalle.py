@@ -90,7 +90,9 @@ def build_transformer(config, text_vocab_size: int, grid_size: tuple[int, int],
         text_length=config.text.max_length, grid_size=grid_size, embed_dim=m.embed_dim, depth=m.depth,
         num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim,
         attention_kinds=masks.layer_kinds(m.attention, m.depth), conv_kernel=m.conv_kernel, dtype=jnp.dtype(m.dtype),
-        remat=m.get("remat", "none"), scan_layers=m.get("scan_layers", False))  # `.get`: runs saved before them
+        # `.get`: runs saved before these keys existed
+        remat=m.get("remat", "none"), scan_layers=m.get("scan_layers", False),
+        attention_impl=m.get("attention_impl", "auto"))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

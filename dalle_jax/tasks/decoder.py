@@ -40,7 +40,7 @@ def build_unet(m, out_channels: int = 3) -> UNet:
                 attention_resolutions=tuple(m.attention_resolutions), num_heads=m.num_heads,
                 out_channels=out_channels, dropout=m.dropout,
                 upsample_at_low_res=m.get("upsample_at_low_res", False),  # absent from configs saved before it
-                dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"))
+                dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"), attention_impl=m.get("attention_impl", "auto"))
 
 
 def train_split_embeddings(data_config, trained_clip: TrainedClip | str | pathlib.Path, what: str) -> np.ndarray:

@@ -76,7 +76,8 @@ class PriorTask:
         if p.kind == "diffusion":
             model = DiffusionPrior(vocab_size=text_tokenizer.vocab_size, caption_length=config.text.max_length,
                                    width=m.width, depth=m.depth, num_heads=m.num_heads, head_dim=m.head_dim,
-                                   mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype))
+                                   mlp_dim=m.mlp_dim, dtype=jnp.dtype(m.dtype),
+                                   attention_impl=m.get("attention_impl", "auto"))
             return cls(model=model, schedule=schedule_of(p), **common)
         pca_file = workdir / name / "pca.npz"
         if training:
@@ -92,7 +93,7 @@ class PriorTask:
             text_vocab_size=text_tokenizer.vocab_size, image_vocab_size=p.num_buckets,
             text_length=config.text.max_length, grid_size=(1, pca.num_components), embed_dim=m.width, depth=m.depth,
             num_heads=m.num_heads, head_dim=m.head_dim, mlp_dim=m.mlp_dim, attention_kinds=("full",) * m.depth,
-            text_condition=True, dtype=jnp.dtype(m.dtype))
+            text_condition=True, dtype=jnp.dtype(m.dtype), attention_impl=m.get("attention_impl", "auto"))
         return cls(model=model, pca=pca, **common)
 
     @functools.cached_property

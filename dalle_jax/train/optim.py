@@ -61,11 +61,13 @@ def averaged_params(opt_state) -> Any | None:
 
 def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
     """Clipping, then AdamW on `learning_rate_schedule`; with `optim.ema_decay > 0` the state
-    also keeps an EMA of the parameters (`params_ema`), which inference loads."""
+    also keeps an EMA of the parameters (`params_ema`), which inference loads. `optim.mu_dtype`
+    ("bfloat16") stores Adam's first moment in that dtype; the second stays in the parameters'."""
     transforms = [
         optax.clip_by_global_norm(optim_config.grad_clip_norm),
         optax.adamw(learning_rate_schedule(optim_config, total_steps), b1=optim_config.b1, b2=optim_config.b2,
-                    eps=optim_config.eps, weight_decay=optim_config.weight_decay, mask=_decay_mask),
+                    eps=optim_config.eps, weight_decay=optim_config.weight_decay, mask=_decay_mask,
+                    mu_dtype=optim_config.get("mu_dtype") or None),  # `.get`: runs saved before it
     ]
     ema_decay = optim_config.get("ema_decay", 0.0)  # absent from configs saved before it existed
     if ema_decay:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -43,18 +44,54 @@ def step_rng(state: TrainState) -> jax.Array:
     return jax.random.fold_in(state.rng, state.step)
 
 
+def microbatch_slices(batch: dict, microbatches: int) -> dict:
+    """`[batch, ...]` leaves to `[microbatches, batch / microbatches, ...]`. Slice `i` holds examples
+    `i, i + microbatches, ...`: as much of every device's block of the batch as any other slice."""
+
+    def split(x):
+        if x.shape[0] % microbatches:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {microbatches} equal microbatches")
+        sliced = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+        return nn.with_logical_constraint(sliced, (None, "batch") + (None,) * (x.ndim - 1))
+
+    return jax.tree.map(split, batch)
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, loss_fn: LossFn,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, Metrics]:
+               optimizer: optax.GradientTransformation, microbatches: int = 1) -> tuple[TrainState, Metrics]:
     """One optimizer step: `(state, batch, rng) -> (state, metrics)`, pure.
 
-    `metrics` holds the task's metrics plus `loss` and `grad_norm` (before clipping).
+    `metrics` holds the task's metrics plus `loss` and `grad_norm` (before clipping). With
+    `microbatches > 1`, the loss and gradient are averaged over that many slices of the batch
+    (`microbatch_slices`), computed one after the other in a `lax.scan` (slice `i` draws
+    `fold_in(rng, i)`, and the model state passes from one slice to the next): for a loss that
+    is a mean over examples, the same step as the whole batch at once, in a slice's memory.
     """
 
-    def objective(params):
-        loss, metrics, model_state = loss_fn(params, batch, rng, step=state.step, model_state=state.model_state)
+    def objective(params, batch, rng, model_state):
+        loss, metrics, model_state = loss_fn(params, batch, rng, step=state.step, model_state=model_state)
         return loss, (metrics, model_state)
 
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    gradient = jax.value_and_grad(objective, has_aux=True)
+    if microbatches == 1:
+        (loss, (metrics, model_state)), grads = gradient(state.params, batch, rng, state.model_state)
+    else:
+        slices = microbatch_slices(batch, microbatches)
+
+        def accumulate(carry, index_and_slice):
+            total, model_state = carry
+            index, piece = index_and_slice
+            (loss, (metrics, model_state)), grads = gradient(state.params, piece, jax.random.fold_in(rng, index),
+                                                             model_state)
+            return (jax.tree.map(jnp.add, total, (loss, metrics, grads)), model_state), None
+
+        first = jax.tree.map(lambda x: x[0], slices)
+        (loss, (metrics, _)), grads = jax.eval_shape(gradient, state.params, first, rng, state.model_state)
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.promote_types(x.dtype, jnp.float32)),
+                             (loss, metrics, grads))
+        (total, model_state), _ = jax.lax.scan(accumulate, (zeros, state.model_state),
+                                               (jnp.arange(microbatches), slices))
+        loss, metrics, grads = jax.tree.map(lambda x: x / microbatches, total)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}

@@ -28,7 +28,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from dalle_jax.data import pipeline
-from dalle_jax.train import checkpoint, optim, partitioning
+from dalle_jax.train import checkpoint, flops, optim, partitioning
 from dalle_jax.train.lock import RunLockedError, run_lock  # noqa: F401  (RunLockedError: part of train's API)
 from dalle_jax.train.metric_writer import MetricWriter
 from dalle_jax.train.state import TrainState, create_state, step_rng, train_step
@@ -335,15 +335,27 @@ def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax
     return {"params": state.params if averaged is None else averaged, **state.model_state}
 
 
-def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_shardings):
+def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_shardings, microbatches: int = 1):
     """`train_step` jit-compiled with explicit shardings; the step's key comes from the state."""
 
     def step(state: TrainState, batch: dict):
         with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            return train_step(state, batch, step_rng(state), loss_fn=task.loss_fn, optimizer=optimizer)
+            return train_step(state, batch, step_rng(state), loss_fn=task.loss_fn, optimizer=optimizer,
+                              microbatches=microbatches)
 
     return jax.jit(step, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
                    out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=0)
+
+
+def check_microbatches(config, mesh: jax.sharding.Mesh) -> int:
+    """`train.microbatches`, once it is known to split each batch into slices that split over the
+    mesh's batch axes (`data × fsdp`) evenly."""
+    microbatches, batch_size = config.train.get("microbatches", 1), config.train.batch_size
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % (microbatches * shards):
+        raise ValueError(f"train.batch_size={batch_size} does not split into train.microbatches={microbatches} "
+                         f"slices of a multiple of {shards} (the mesh's data × fsdp devices)")
+    return microbatches
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task, *, resume: bool = False,
@@ -397,7 +409,9 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
 
     config_json = json.loads(config.to_json_best_effort())
     _write_run_files(workdir, config_json, example)
-    step_fn = make_step_fn(task, optimizer, mesh, rules, shardings)
+    step_fn = make_step_fn(task, optimizer, mesh, rules, shardings, check_microbatches(config, mesh))
+    flops_per_step = flops.step_flops(task, abstract, example, config.train.batch_size, mesh, rules)
+    peak = config.train.get("peak_flops", 0.0) or flops.peak_flops(mesh.devices.flat[0].device_kind)
     schedule = optim.learning_rate_schedule(config.optim, total_steps)
     writer = MetricWriter(workdir)
     evaluate = periodic_evaluation(task, config)
@@ -437,7 +451,11 @@ def _train(config, workdir: pathlib.Path, task: Task, *, resume: bool, stop_at_s
                 host, unchecked = check(step, metrics), None  # never log or save past a non-finite loss
                 if log_due:
                     now = time.perf_counter()
-                    host |= {"learning_rate": schedule(step - 1), "steps_per_sec": (step - tick_step) / (now - tick)}
+                    rate = (step - tick_step) / (now - tick)
+                    host |= {"learning_rate": schedule(step - 1), "steps_per_sec": rate,
+                             "perf/model_flops_per_sec": flops_per_step * rate}
+                    if peak:  # model FLOPs against the mesh's dense peak
+                        host["perf/mfu"] = flops_per_step * rate / (peak * mesh.devices.size)
                     tick, tick_step = now, step
                     if eval_due:
                         host |= evaluate(state)

@@ -1,10 +1,16 @@
+import logging
+import re
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from dalle_jax.nn.attention import SelfAttention, init_kv_cache
+from dalle_jax.nn import attention
+from dalle_jax.nn.attention import (SelfAttention, dot_product_attention, init_kv_cache, resolve_implementation,
+                                    why_not_cudnn)
 from dalle_jax.nn.conv import Decoder, Encoder
 from dalle_jax.nn.masks import attention_mask
 from dalle_jax.nn.transformer import DecoderBlock
@@ -39,20 +45,82 @@ def test_attention_matches_a_naive_reference():
     np.testing.assert_allclose(out[0], np.einsum("lhd,hde->le", expected, p["out"]), atol=1e-5)
 
 
-def test_cache_chunks_equal_one_pass():
-    block = DecoderBlock(num_heads=2, head_dim=8, mlp_dim=32)
+@pytest.mark.parametrize("causal", [False, True])  # a conv mask array; plain causal attention (no array)
+def test_cache_chunks_equal_one_pass(causal):
+    block = DecoderBlock(num_heads=2, head_dim=8, mlp_dim=32, causal=causal)
     x = jax.random.normal(jax.random.key(4), (2, 6, 16))
-    mask = jnp.asarray(attention_mask("conv", 2, 2, 2, 3))
+    mask = None if causal else jnp.asarray(attention_mask("conv", 2, 2, 2, 3))
+    rows = (lambda a, b: None) if causal else (lambda a, b: mask[a:b])
     params = nn.unbox(block.init(jax.random.key(5), x, mask))
     full, _ = block.apply(params, x, mask)
+    if causal:  # the same as the mask array of DALL·E's dense layers
+        dense_mask = jnp.asarray(attention_mask("full", 2, 2, 2))
+        np.testing.assert_array_equal(block.clone(causal=False).apply(params, x, dense_mask)[0], full)
     cache = init_kv_cache(2, 6, 2, 8)
-    first, cache = block.apply(params, x[:, :3], mask[:3], cache=cache, start=0)
+    first, cache = block.apply(params, x[:, :3], rows(0, 3), cache=cache, start=0)
     pieces = [first]
     for position in range(3, 6):
-        out, cache = block.apply(params, x[:, position: position + 1], mask[position: position + 1], cache=cache,
+        out, cache = block.apply(params, x[:, position: position + 1], rows(position, position + 1), cache=cache,
                                  start=position)
         pieces.append(out)
     np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5)
+
+
+def _naive_attention(query, key, value, mask):
+    """Loops over batch, head and query in float64: the reference every implementation must match."""
+    query, key, value = (np.asarray(a, np.float64) for a in (query, key, value))
+    out = np.zeros(query.shape)
+    for b in range(query.shape[0]):
+        for h in range(query.shape[2]):
+            for i in range(query.shape[1]):
+                allowed = np.ones(key.shape[1], bool) if mask is None else np.asarray(mask[i])
+                scores = np.where(allowed, key[b, :, h] @ query[b, i, h] / np.sqrt(query.shape[-1]), -np.inf)
+                weights = np.exp(scores - scores.max())
+                out[b, i, h] = weights / weights.sum() @ value[b, :, h]
+    return out
+
+
+MASKS = {"none": None, **{kind: attention_mask(kind, 3, 3, 3, 3) for kind in ("full", "row", "column", "conv")}}
+
+
+@pytest.mark.parametrize("implementation", ["einsum", "xla", "auto"])
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_every_implementation_equals_the_naive_reference(implementation, mask_kind, dtype, tolerance):
+    query, key, value = jax.random.normal(jax.random.key(6), (3, 2, 12, 4, 8))
+    mask = MASKS[mask_kind]
+    expected = _naive_attention(*(a.astype(dtype).astype(jnp.float32) for a in (query, key, value)), mask)
+    resolved = resolve_implementation(implementation, "einsum", platform=jax.default_backend(), dtype=dtype,
+                                      masked=mask is not None, cached=False, head_dim=8)
+    out = dot_product_attention(query.astype(dtype), key.astype(dtype), value.astype(dtype),
+                                None if mask is None else jnp.asarray(mask), implementation=resolved)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(np.asarray(out, np.float32), expected, atol=tolerance, rtol=tolerance)
+    if mask_kind == "full":  # DALL·E's dense layers are plain causal attention
+        causal = dot_product_attention(query, key, value, is_causal=True, implementation=resolved)
+        np.testing.assert_allclose(causal, _naive_attention(query, key, value, mask), atol=1e-5)
+
+
+def test_auto_takes_cudnn_only_where_it_runs_and_says_why_not(caplog):
+    gpu = dict(platform="gpu", dtype=jnp.bfloat16, masked=False, cached=False, head_dim=64)
+    assert why_not_cudnn(**gpu) is None
+    assert resolve_implementation("auto", "einsum", **gpu) == "cudnn"
+    for change, reason in [({"platform": "cpu"}, "needs an NVIDIA GPU; this backend is cpu"),
+                           ({"dtype": jnp.float32}, "this layer computes in float32"),
+                           ({"masked": True}, "this layer has a mask"),
+                           ({"cached": True}, "key/value cache"),
+                           ({"head_dim": 160}, "at most 128 (it is 160)")]:
+        assert reason in why_not_cudnn(**gpu | change)
+        attention._log_fallback.cache_clear()  # it logs each reason once
+        with caplog.at_level(logging.INFO, logger="dalle_jax.nn.attention"):
+            assert resolve_implementation("auto", "xla", **gpu | change) == "xla"
+        assert "attention_impl=auto uses xla: " in caplog.records[-1].getMessage()
+        assert reason in caplog.records[-1].getMessage()
+        with pytest.raises(ValueError, match=f"attention_impl='cudnn' cannot run here: .*{re.escape(reason)}"):
+            resolve_implementation("cudnn", "xla", **gpu | change)
+    assert resolve_implementation("xla", "einsum", **gpu) == "xla"
+    with pytest.raises(ValueError, match="'flash' is not one of"):
+        resolve_implementation("flash", "einsum", **gpu)
 
 
 def test_conv_encoder_decoder_shapes():

@@ -81,6 +81,7 @@ def _copy(tokenized: pathlib.Path, name: str) -> pathlib.Path:
     return pathlib.Path(shutil.copytree(tokenized, tokenized.with_name(name)))
 
 
+@pytest.mark.scale
 def test_two_processes_match_one_and_stop_and_resume_together(tokenized, tiny_data_dir):
     one = _copy(tokenized, "one_process")
     reference = _run_py("train", *TRAIN, f"--config.data.data_dir={tiny_data_dir}", "--workdir", str(one),

@@ -15,6 +15,7 @@ TASKS = {"dalle": ("image_tokenizer", "dalle", "captioner"),
          "unclip": ("clip", "prior_diffusion", "prior_autoregressive", "decoder", "upsampler")}
 
 
+@pytest.mark.scale
 @pytest.mark.parametrize("group", sorted(TASKS))
 def test_every_task_on_eight_devices_matches_one_and_splits_its_kernels(group, tiny_data_dir, tmp_path):
     flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0

@@ -17,7 +17,7 @@ import pytest
 from dalle_jax.config import apply_overrides
 from dalle_jax.data import pipeline
 from dalle_jax.tasks.toy import ToyTask
-from dalle_jax.train import checkpoint, optim, trainer
+from dalle_jax.train import checkpoint, optim, partitioning, trainer
 from dalle_jax.train.metric_writer import read_metrics
 
 
@@ -30,7 +30,8 @@ def _assert_bitwise_equal(a, b):
 
 
 def test_state_shapes_and_learning(tiny_config, tmp_path):
-    apply_overrides(tiny_config.unlock(), {"train.steps": 40, "train.log_every": 40, "optim.learning_rate": 3e-3})
+    apply_overrides(tiny_config.unlock(), {"train.steps": 40, "train.log_every": 40, "optim.learning_rate": 3e-3,
+                                           "train.peak_flops": 1e12})
     state = _train(tiny_config, tmp_path)
     assert int(state.step) == 40
     chex.assert_shape(state.params["patch_embed"]["kernel"], (4, 4, 3, tiny_config.model.embed_dim))
@@ -40,6 +41,14 @@ def test_state_shapes_and_learning(tiny_config, tmp_path):
     rows = read_metrics(tmp_path)
     initial_loss = np.log(3) + 8 * np.log(2) / 8  # zero-initialised head: uniform predictions
     assert rows[-1]["step"] == 40 and rows[-1]["loss"] < initial_loss - 0.3
+    # Model FLOPs, by hand: patch convolution, hidden layer and head of each image, 3 × for training.
+    (patch, _, _, embed), (mlp, outputs) = state.params["patch_embed"]["kernel"].shape, state.params["head"]["kernel"].shape
+    patches = (tiny_config.data.image_size // patch) ** 2
+    per_image = 2 * patches * embed * patch * patch * 3 + 2 * patches * embed * mlp + 2 * mlp * outputs
+    flops_per_step = 3 * tiny_config.train.batch_size * per_image
+    np.testing.assert_allclose(rows[-1]["perf/model_flops_per_sec"], flops_per_step * rows[-1]["steps_per_sec"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(rows[-1]["perf/mfu"], rows[-1]["perf/model_flops_per_sec"] / 1e12, rtol=1e-5)
     assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
     saved = trainer.run_config(tmp_path)
     assert saved.train.steps == 40 and saved.optim.learning_rate == 3e-3
@@ -252,3 +261,12 @@ def test_a_damaged_run_file_is_named_with_the_command_that_writes_it_again(tmp_p
         trainer.run_config(tmp_path)
     with pytest.raises(ValueError, match=rf"{tmp_path / trainer.EXAMPLE_SPEC} is damaged"):
         trainer.saved_example(None, tmp_path, None)
+
+
+def test_microbatches_that_do_not_split_the_batch_are_refused_by_name(tiny_config):
+    mesh = partitioning.make_mesh(tiny_config.mesh)
+    apply_overrides(tiny_config.unlock(), {"train.batch_size": 8, "train.microbatches": 4})
+    assert trainer.check_microbatches(tiny_config, mesh) == 4
+    apply_overrides(tiny_config, {"train.microbatches": 3})
+    with pytest.raises(ValueError, match=r"train.batch_size=8 does not split into train.microbatches=3 slices"):
+        trainer.check_microbatches(tiny_config, mesh)
