@@ -277,7 +277,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Steps between the task's pictures in TensorBoard (samples, reconstructions, captions; 0: never).
     c.train.image_every = 500
     c.train.progress_bar = True
-    # Gradients summed over this many equal slices of each batch inside the step, one slice at a time:
+    # Loss and gradients averaged over this many equal slices of each batch inside the step, one slice at a time:
     # the batch's activations need a `microbatches`-th of the memory, for the same update.
     c.train.microbatches = 1
     # Dense peak FLOP/s of one device, for `perf/mfu`; 0 reads it from `train.flops.PEAK_FLOPS` by device

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.extend import core as jax_core
 
 # Dense bfloat16 peak FLOP/s of one device, by a substring of `device.device_kind` (the first that
 # matches). Vendors' datasheets: NVIDIA H100/H200 SXM 989.4 TFLOP/s (the H100 PCIe 756), A100 312;
@@ -35,9 +36,9 @@ def peak_flops(device_kind: str) -> float | None:
 def _sub_jaxprs(params: dict):
     for value in params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jax.extend.core.ClosedJaxpr):
+            if isinstance(item, jax_core.ClosedJaxpr):
                 yield item.jaxpr
-            elif isinstance(item, jax.extend.core.Jaxpr):
+            elif isinstance(item, jax_core.Jaxpr):
                 yield item
 
 
