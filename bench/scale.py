@@ -49,8 +49,9 @@ MODELS = {
     "unet_192": ("decoder", _UNET_192, {}, 64),
     "dalle_cpu": ("dalle", dict(embed_dim=256, depth=4, num_heads=4, head_dim=64, mlp_dim=1024),
                   dict(text_length=64, grid=16), 4),
-    "unet_cpu": ("decoder", dict(_UNET_192, base_channels=64, num_res_blocks=1, attention_resolutions=(16, 8), num_heads=4,
-                                 embed_dim=256, text_width=128, text_depth=2), dict(image_size=32, caption_length=32), 4),
+    "unet_cpu": ("decoder", dict(_UNET_192, base_channels=64, num_res_blocks=1, attention_resolutions=(16, 8),
+                                 num_heads=4, embed_dim=256, text_width=128, text_depth=2),
+                 dict(image_size=32, caption_length=32), 4),
 }
 ACCELERATOR_MODELS, CPU_MODELS = ("dalle_350m", "dalle_1.3b", "unet_192"), ("dalle_cpu", "unet_cpu")
 
@@ -86,9 +87,8 @@ def attention_choice(config, builder: str) -> str:
         size = config.decoder.image_size
         head_dims = [m.base_channels * mult // m.num_heads for level, mult in enumerate(m.channel_mults)
                      if size // 2 ** level in m.attention_resolutions or level == len(m.channel_mults) - 1] + [64]
-    chosen = [resolve_implementation("auto", "einsum" if builder == "dalle" else "xla",
-                                     platform=jax.default_backend(), dtype=jnp.dtype(m.dtype), masked=False,
-                                     cached=False, head_dim=head_dim) for head_dim in head_dims]
+    chosen = [resolve_implementation("auto", "einsum" if builder == "dalle" else "xla", dtype=jnp.dtype(m.dtype),
+                                     masked=False, cached=False, head_dim=head_dim) for head_dim in head_dims]
     return "+".join(sorted(set(chosen)))
 
 
@@ -157,7 +157,8 @@ def markdown(rows: list[dict]) -> str:
         mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         lines.append(f"| {r['model']} ({r['parameters_millions']:,.0f}M) | {r['dtype']} | {r['device_kind']} "
                      f"| {r['batch']} | {r['attention']} | {r['seconds_per_step']:.3f} s | {throughput} "
-                     f"| {r['model_tflops_per_second_per_device']:.3f} | {mfu} | {100 * r['mfu_of_measured_matmul']:.1f}% "
+                     f"| {r['model_tflops_per_second_per_device']:.3f} | {mfu} "
+                     f"| {100 * r['mfu_of_measured_matmul']:.1f}% "
                      f"| {r['peak_memory_gb']:.2f} GB | {r['compile_seconds']:.0f} s |")
     return "\n".join(lines)
 

@@ -136,16 +136,19 @@ class DalleTransformer(nn.Module):
         length = tokens.shape[1]
 
         def layer(block, x, mask, layer_cache):
-            if self.plain_causal:  # the blocks are causal themselves
-                return block(x) if layer_cache is None else block(x, cache=layer_cache, start=start)
+            """`mask`: the layer's whole `[length, length]` mask, or None for causal blocks (`plain_causal`)."""
+            if mask is not None:  # the rows of the positions fed
+                mask = (mask[:length, :length] if layer_cache is None
+                        else jax.lax.dynamic_slice_in_dim(mask, start, length, axis=0))
             if layer_cache is None:
-                return block(x, mask[:length, :length])
-            return block(x, jax.lax.dynamic_slice_in_dim(mask, start, length, axis=0), cache=layer_cache, start=start)
+                return block(x, mask)
+            return block(x, mask, cache=layer_cache, start=start)
 
         if self.scan_layers:  # the cache, if any, is stacked: `[depth, ...]` keys and values
             def step(block, x, xs):
                 mask_index, layer_cache = xs
-                return layer(block, x, jnp.asarray(mask_stack)[mask_index], layer_cache)
+                return layer(block, x, None if self.plain_causal else jnp.asarray(mask_stack)[mask_index],
+                             layer_cache)
 
             scan = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth,
                            metadata_params={nn.PARTITION_NAME: "layers"})
@@ -153,7 +156,8 @@ class DalleTransformer(nn.Module):
         else:
             new_cache = []
             for i, block in enumerate(self.blocks):
-                x, layer_cache = layer(block, x, mask_stack[layer_masks[i]], None if cache is None else cache[i])
+                mask = None if self.plain_causal else mask_stack[layer_masks[i]]
+                x, layer_cache = layer(block, x, mask, None if cache is None else cache[i])
                 new_cache.append(layer_cache)
         x = self.final_norm(x)
         if self.is_initializing():  # the heads are applied through their own methods; create them here

@@ -45,15 +45,15 @@ def _log_fallback(fallback: str, reason: str) -> None:
     log.info("attention_impl=auto uses %s: %s", fallback, reason)
 
 
-def resolve_implementation(requested: str, fallback: str, **conditions) -> str:
+def resolve_implementation(requested: str, fallback: str, *, platform: str | None = None, **conditions) -> str:
     """The implementation that runs: `requested`, or for `auto` cuDNN where `why_not_cudnn(**conditions)`
-    finds nothing against it and `fallback` elsewhere. Raises for an unknown name, or for `cudnn` where it
-    cannot run."""
+    finds nothing against it on `platform` (JAX's default backend unless given) and `fallback` elsewhere.
+    Raises for an unknown name, or for `cudnn` where it cannot run."""
     if requested not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention_impl {requested!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
     if requested not in ("auto", "cudnn"):
         return requested
-    reason = why_not_cudnn(**conditions)
+    reason = why_not_cudnn(platform=platform or jax.default_backend(), **conditions)
     if reason is None:
         return "cudnn"
     if requested == "cudnn":
@@ -139,9 +139,9 @@ class SelfAttention(nn.Module):
             key = jax.lax.dynamic_update_slice(cache[0], key.astype(cache[0].dtype), (0, start, 0, 0))
             value = jax.lax.dynamic_update_slice(cache[1], value.astype(cache[1].dtype), (0, start, 0, 0))
             cache = (key, value)
-        implementation = resolve_implementation(
-            self.attention_impl, "einsum", platform=jax.default_backend(), dtype=self.dtype,
-            masked=mask is not None, cached=cache is not None, head_dim=self.head_dim)
+        implementation = resolve_implementation(self.attention_impl, "einsum", dtype=self.dtype,
+                                                masked=mask is not None, cached=cache is not None,
+                                                head_dim=self.head_dim)
         is_causal = self.causal
         if cache is not None and is_causal:  # the rows of the cached positions `start ..`
             causal = causal_mask(query.shape[1], key.shape[1], start)

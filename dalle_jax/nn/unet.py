@@ -103,8 +103,8 @@ class AttentionBlock(nn.Module):
             context_kv = dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context)
             context_key, context_value = (heads(y) for y in jnp.split(context_kv, 2, axis=-1))
             key, value = jnp.concatenate([context_key, key], 1), jnp.concatenate([context_value, value], 1)
-        implementation = resolve_implementation(self.attention_impl, "xla", platform=jax.default_backend(),
-                                                dtype=self.dtype, masked=False, cached=False, head_dim=head_dim)
+        implementation = resolve_implementation(self.attention_impl, "xla", dtype=self.dtype, masked=False,
+                                                cached=False, head_dim=head_dim)
         out = dot_product_attention(query, key, value, implementation=implementation)
         out = out.reshape(batch, height * width, channels)
         out = dense(channels, ("mlp", "channels"), self.dtype, zero=True, name="out")(out)
