@@ -55,7 +55,8 @@ $(CONVERT_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CONVERT_VENV)
 	$(CONVERT_VENV)/bin/pip install --quiet --upgrade pip
 	$(CONVERT_VENV)/bin/pip install --quiet $(TORCH)
-	$(CONVERT_VENV)/bin/pip install --quiet -e '.[convert,test]' transformers==5.24.0 tokenizers==0.23.3
+	$(CONVERT_VENV)/bin/pip install --quiet -e '.[convert,test]' transformers==5.24.0 tokenizers==0.23.3 \
+		diffusers==0.42.1
 	$(CONVERT_VENV)/bin/pip install --quiet --no-deps DALL-E==0.1 open_clip_torch==3.3.0
 	touch $@
 

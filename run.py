@@ -36,7 +36,9 @@ Commands:
   train-decoder         DALL·E 2: train the CLIP-conditioned diffusion decoder into --workdir/decoder
   train-upsampler       DALL·E 2: train the diffusion upsampler into --workdir/upsampler
   unclip-generate       DALL·E 2: prior → decoder → upsampler for each --prompt; PNG grid to --out
+                        (--weights DIR: Karlo's released unCLIP from its diffusers snapshot, 256 px)
   variations            DALL·E 2: --num-samples decodings of an --image's CLIP embedding; PNG grid to --out
+                        (--weights DIR: Karlo's image-variation snapshot)
   interpolate           DALL·E 2: slerp between two --image embeddings in --num-samples steps; PNG to --out
   text-diff             DALL·E 2: turn an --image's embedding from the first --prompt towards the second;
                         PNG to --out
@@ -53,6 +55,7 @@ Examples:
   python run.py generate --config configs/shapes_dalle.py --workdir workdir/dalle \
       --prompt "a small red circle above a large blue square" --num-samples 16 --out grid.png
   python run.py variations --config configs/shapes_unclip.py --workdir workdir/unclip --image shape.png
+  python run.py unclip-generate --weights karlo-v1-alpha --prompt "a red boat on a lake" --num-samples 4
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat
 flags.DEFINE_enum("mode", None, ["alt", "short", "descriptive"], "train-captioner/caption/recaption: captioner mode")
 flags.DEFINE_enum("kind", None, ["openai-dvae", "hf-clip"], "import-weights: what --source holds")
 flags.DEFINE_string("source", None, "import-weights: the directory of the released files")
+flags.DEFINE_string("weights", None, "unclip-generate/variations: a Karlo snapshot directory (diffusers layout) "
+                    "to sample instead of a work dir's stages; --config defaults to configs/karlo.py")
 flags.DEFINE_bool("verbose", False, "on an error, print its Python traceback too (always written to "
                   "WORKDIR/last_error.log, or to the temporary directory without a work dir)")
 flags.DEFINE_string("host", "127.0.0.1", "serve: the address to listen on (0.0.0.0: every interface)")
@@ -414,14 +419,46 @@ def _unclip(config):
         raise app.UsageError(str(error))
 
 
-def _save_rows(rows, labels, default_name: str, columns: int) -> None:
+def _save_rows(rows, labels, default_name: str, columns: int, out_dir: pathlib.Path | None = None) -> None:
+    """A PNG grid of `rows` at --out, or `default_name` in `out_dir` (the work dir if None)."""
     import numpy as np
 
     from dalle_jax import viz
 
-    out = FLAGS.out or str(_workdir() / default_name)
+    out = FLAGS.out or str((out_dir or _workdir()) / default_name)
     rows = np.concatenate(rows)
     print(viz.save_grid(out, rows, labels, columns=columns, scale=viz.tile_scale(rows.shape[-2]), label_lines=4))
+
+
+def _karlo(config):
+    import jax.numpy as jnp
+
+    from dalle_jax.pipelines.karlo import Karlo
+
+    snapshot = pathlib.Path(FLAGS.weights)
+    if not (snapshot / "model_index.json").is_file():
+        raise app.UsageError(f"--weights {snapshot}: no model_index.json there; it is the directory of a Karlo "
+                             f"snapshot in the diffusers layout (docs/weights.md)")
+    return Karlo.load(snapshot, jnp.dtype(config.karlo.dtype))
+
+
+def _karlo_steps(config) -> dict[str, int]:
+    return {stage: config.karlo[stage].num_steps for stage in ("prior", "decoder", "super_res")}
+
+
+def _karlo_generate(config) -> None:
+    import jax
+    import numpy as np
+
+    karlo, rng = _karlo(config), jax.random.key(config.seed)
+    prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
+    batch = config.karlo.batch_size
+    images = np.concatenate([
+        karlo.generate(prompts[i: i + batch], jax.random.fold_in(rng, i // batch), steps=_karlo_steps(config),
+                       prior_guidance=config.karlo.prior.guidance_scale,
+                       decoder_guidance=config.karlo.decoder.guidance_scale)
+        for i in range(0, len(prompts), batch)])
+    _save_rows([images], prompts, "karlo_samples.png", FLAGS.num_samples, out_dir=pathlib.Path("."))
 
 
 def unclip_generate(config) -> None:
@@ -431,6 +468,8 @@ def unclip_generate(config) -> None:
 
     if not FLAGS.prompt:
         raise app.UsageError("unclip-generate needs at least one --prompt")
+    if FLAGS.weights:
+        return _karlo_generate(config)
     unclip, rng = _unclip(config), jax.random.key(config.seed)
     generate_batch = lambda prompts, batch: unclip.generate(prompts, jax.random.fold_in(rng, batch))
     images = generation.generate_candidates(generate_batch, FLAGS.prompt, candidates=FLAGS.num_samples,
@@ -446,9 +485,30 @@ def _images(count: int, command: str, config):
     return [_read_image(path, config) for path in FLAGS.image]
 
 
+def _karlo_variations(config) -> None:
+    import jax
+
+    from dalle_jax.data import images
+
+    if len(FLAGS.image) != 1:
+        raise app.UsageError(f"variations needs exactly 1 --image file, got {len(FLAGS.image)}")
+    karlo = _karlo(config)
+    try:
+        image = images.read_input_image(FLAGS.image[0], karlo.image_encoder_size, max_pixels=config.data.max_pixels)
+    except (OSError, images.Rejected) as error:
+        raise app.UsageError(f"cannot read image {FLAGS.image[0]}: {error}")
+    out = karlo.variations(image, FLAGS.num_samples, jax.random.key(config.seed), steps=_karlo_steps(config),
+                           decoder_guidance=config.karlo.decoder.guidance_scale)
+    original = images.read_input_image(FLAGS.image[0], out.shape[1], max_pixels=config.data.max_pixels)
+    _save_rows([original[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
+               "karlo_variations.png", FLAGS.num_samples + 1, out_dir=pathlib.Path("."))
+
+
 def variations(config) -> None:
     import jax
 
+    if FLAGS.weights:
+        return _karlo_variations(config)
     (image,) = _images(1, "variations", config)
     unclip = _unclip(config)
     out = unclip.variations(image, FLAGS.num_samples, jax.random.key(config.seed))
@@ -528,7 +588,8 @@ COMMAND_FLAGS = {
     "train-clip": ("resume",), "eval-clip": (), "generate": ("prompt", "num_samples", "rerank", "keep", "out"),
     "eval": ("rerank",), "train-captioner": ("mode", "resume"), "caption": ("image", "mode"), "recaption": ("mode",),
     "dalle3-experiment": (), "train-prior": ("resume",), "train-decoder": ("resume",), "train-upsampler": ("resume",),
-    "unclip-generate": ("prompt", "num_samples", "out"), "variations": ("image", "num_samples", "out"),
+    "unclip-generate": ("prompt", "num_samples", "out", "weights"),
+    "variations": ("image", "num_samples", "out", "weights"),
     "interpolate": ("image", "num_samples", "out"), "text-diff": ("image", "prompt", "num_samples", "out"),
     "serve": ("host", "port"),
 }
@@ -585,6 +646,8 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
     if len(positional) != 2 or positional[1] not in COMMANDS:
         given = positional[1] if len(positional) > 1 else "nothing"
         raise app.UsageError(f"expected one command of {', '.join(COMMANDS)}; got {given}")
+    if not FLAGS.config and FLAGS.weights:
+        FLAGS.config = str(pathlib.Path(__file__).resolve().parent / "configs" / "karlo.py")
     if not FLAGS.config:
         raise app.UsageError("--config is required, e.g. --config configs/shapes_toy.py")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
@@ -599,7 +662,7 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
         config = load_config(FLAGS.config, overrides)
     except ConfigError as error:
         sys.exit(f"config error: {error}")
-    section, example = COMMAND_SECTIONS.get(positional[1], (None, None))
+    section, example = ("karlo", "karlo.py") if FLAGS.weights else COMMAND_SECTIONS.get(positional[1], (None, None))
     if section and section not in config:
         sys.exit(f"config error: {positional[1]} reads the config's {section!r} section, which {FLAGS.config} has "
                  f"not: use a config such as configs/{example}")
@@ -608,7 +671,7 @@ def main(parsed: tuple[list[str], list[str]]) -> None:
             _initialize_distributed()
         elif given := [f"--{name}" for name in DISTRIBUTED_FLAGS if FLAGS[name].present]:
             raise app.UsageError(f"{', '.join(given)} only mean something with --distributed")
-        if positional[1] in READ_A_WORKDIR and not _workdir().is_dir():
+        if positional[1] in READ_A_WORKDIR and not FLAGS.weights and not _workdir().is_dir():
             raise app.UsageError(f"the work dir {_workdir()} does not exist: train into it first (or check --workdir)")
         COMMANDS[positional[1]](config)
     except app.UsageError as error:

@@ -82,7 +82,7 @@ def test_override_needs_equals():
 SHIPPED = {"shapes_toy": ("default", "tiny"), "shapes_dalle": ("default", "demo", "tiny", "paper"),
            "shapes_clip": ("default", "tiny"), "shapes_unclip": ("default", "tiny"),
            "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "paper", "cpu", "tiny"),
-           "own_data_unclip": ("default", "tiny")}
+           "own_data_unclip": ("default", "tiny"), "karlo": ("default",)}
 
 
 def test_every_shipped_config_loads_in_every_variant():

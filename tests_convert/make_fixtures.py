@@ -1,8 +1,8 @@
 """Writes the parity fixtures in tests/weights/fixtures/ from the PyTorch originals; the live
 tests beside this file run the same functions at the released sizes.
 
-Pinned (checked at start): torch 2.13.0 (CPU), transformers 5.24.0, DALL-E 0.1, tokenizers
-0.23.3; CLIP's BPE merges come from open_clip_torch 3.3.0 (its bpe_simple_vocab_16e6.txt.gz,
+Pinned (checked at start): torch 2.13.0 (CPU), transformers 5.24.0, diffusers 0.42.1, DALL-E 0.1,
+tokenizers 0.23.3; CLIP's BPE merges come from open_clip_torch 3.3.0 (its bpe_simple_vocab_16e6.txt.gz,
 the file OpenAI's CLIP ships). `make parity-fixtures` installs them in .venv-convert and runs:
 
   python tests_convert/make_fixtures.py [--out tests/weights/fixtures]
@@ -14,6 +14,7 @@ tested) from a fixed seed; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import importlib.metadata
 import importlib.util
@@ -29,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.weights.parity import AWKWARD_TEXTS, FIXTURES  # noqa: E402
 
-PINS = {"torch": "2.13.0", "transformers": "5.24.0", "DALL-E": "0.1", "tokenizers": "0.23.3",
-        "open_clip_torch": "3.3.0"}
+PINS = {"torch": "2.13.0", "transformers": "5.24.0", "diffusers": "0.42.1", "DALL-E": "0.1",
+        "tokenizers": "0.23.3", "open_clip_torch": "3.3.0"}
 TINY_DVAE = dict(hidden=8, blocks_per_group=1, num_codes=64, init_channels=8)
 TINY_CLIP = dict(text=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4),
                  vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -217,6 +218,215 @@ def write_clip_fixture(out: pathlib.Path, seed: int = 0) -> pathlib.Path:
     return snapshot
 
 
+# -- Karlo (diffusers' unCLIP) -------------------------------------------------------------
+
+# Karlo's architecture at toy sizes: the released configs' block types, scale-shift and class embedding,
+# fewer and narrower levels (scripts/convert_kakao_brain_unclip_to_diffusers.py in diffusers has the real ones).
+TINY_KARLO = dict(
+    text_encoder=dict(hidden_size=32, projection_dim=32, intermediate_size=37, num_attention_heads=4,
+                      num_hidden_layers=2),
+    image_encoder=dict(hidden_size=24, projection_dim=32, intermediate_size=40, num_attention_heads=4,
+                       num_hidden_layers=2, image_size=32, patch_size=8),
+    prior=dict(num_attention_heads=2, attention_head_dim=12, embedding_dim=32, num_layers=2),
+    text_proj=dict(clip_extra_context_tokens=4, clip_embeddings_dim=32, time_embed_dim=32, cross_attention_dim=40),
+    decoder=dict(sample_size=16, layers_per_block=2, in_channels=3, out_channels=6, block_out_channels=(8, 16, 16),
+                 down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D",
+                                   "SimpleCrossAttnDownBlock2D"),
+                 up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+                 mid_block_type="UNetMidBlock2DSimpleCrossAttn", cross_attention_dim=40, class_embed_type="identity",
+                 attention_head_dim=8, resnet_time_scale_shift="scale_shift", norm_num_groups=8),
+    super_res=dict(sample_size=32, layers_per_block=2, in_channels=6, out_channels=3, block_out_channels=(8, 16),
+                   down_block_types=("ResnetDownsampleBlock2D",) * 2, up_block_types=("ResnetUpsampleBlock2D",) * 2,
+                   add_attention=False, norm_num_groups=8),
+    merges=500,
+)
+KARLO_PROMPTS = ["a red boat on a lake", "an astronaut riding a horse, in the style of a 1920s poster"]
+
+
+def _randomize(module, seed: int) -> None:
+    """Every parameter made non-trivial: zero-initialised ones (positional embeddings, the prior's
+    query, CLIP statistics, the null image embedding) drawn at random, biases and norms jittered; the
+    prior's `clip_std` kept positive."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+            if name == "clip_std":
+                parameter.copy_(0.5 + torch.rand(parameter.shape, generator=generator))
+    _jitter(module, seed)
+
+
+def random_karlo_snapshot(directory: pathlib.Path, sizes: dict, seed: int = 0) -> pathlib.Path:
+    """Karlo's diffusers layout (`UnCLIPPipeline.save_pretrained`) with random weights: prior,
+    text_proj, decoder, super_res_first, super_res_last, text_encoder, tokenizer and the three
+    schedulers as Karlo's conversion script configures them; plus what the image-variation
+    snapshot adds, image_encoder and feature_extractor."""
+    import torch
+    from diffusers import PriorTransformer, UnCLIPPipeline, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    bpe_dir = directory.with_name(directory.name + "_bpe")
+    vocab, merge_list = write_clip_bpe(bpe_dir, sizes["merges"])
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merge_list, model_max_length=TEXT_LENGTH)
+    shutil.rmtree(bpe_dir)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
+        **sizes["text_encoder"], vocab_size=len(vocab), max_position_embeddings=TEXT_LENGTH,
+        bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"]))
+    components = dict(prior=PriorTransformer(**sizes["prior"]), text_proj=UnCLIPTextProjModel(**sizes["text_proj"]),
+                      decoder=UNet2DConditionModel(**sizes["decoder"]), super_res_first=UNet2DModel(**sizes["super_res"]),
+                      super_res_last=UNet2DModel(**sizes["super_res"]), text_encoder=text_encoder)
+    for i, module in enumerate(components.values()):
+        _randomize(module, seed + i)
+    pipeline = UnCLIPPipeline(
+        **components, tokenizer=tokenizer,
+        prior_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
+                                        num_train_timesteps=1000, clip_sample_range=5.0),
+        decoder_scheduler=UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon",
+                                          num_train_timesteps=1000),
+        super_res_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon",
+                                            num_train_timesteps=1000))
+    pipeline.save_pretrained(directory)
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**sizes["image_encoder"]))
+    _randomize(image_encoder, seed + len(components))
+    image_encoder.save_pretrained(directory / "image_encoder")
+    size = sizes["image_encoder"]["image_size"]
+    CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(
+        directory / "feature_extractor")
+    return directory
+
+
+def load_karlo_pipeline(snapshot: pathlib.Path):
+    """diffusers' `UnCLIPPipeline` of a snapshot, component by component (diffusers 0.42 cannot
+    resolve the text projection that its own `save_pretrained` declares in model_index.json)."""
+    import diffusers
+    import transformers
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+
+    index = json.loads((snapshot / "model_index.json").read_text())
+    classes = {"UnCLIPTextProjModel": UnCLIPTextProjModel}
+    components = {}
+    for name, (library, class_name) in ((k, v) for k, v in index.items() if not k.startswith("_")):
+        cls = classes.get(class_name) or getattr(transformers if library == "transformers" else diffusers, class_name)
+        components[name] = cls.from_pretrained(snapshot / name)
+    return diffusers.UnCLIPPipeline(**components)
+
+
+def karlo_reference(snapshot: pathlib.Path, prompts=KARLO_PROMPTS, seed: int = 0,
+                    steps: tuple[int, int, int] = (25, 25, 7)) -> dict[str, np.ndarray]:
+    """diffusers' outputs for a Karlo snapshot: each component on given inputs, and the whole
+    pipeline from recorded noise (the initial latents of each stage and every step's fresh noise,
+    so that another sampler can replay it): the prior's image embeddings, the decoder's 64-px
+    images (before the upsampler) and the final images, all in [-1, 1] or as diffusers returns them."""
+    import torch
+    import torch.nn.functional
+    from diffusers.schedulers import scheduling_unclip
+
+    pipeline = load_karlo_pipeline(snapshot)
+    pipeline.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(seed)
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    batch, tokens = len(prompts), pipeline.tokenizer(
+        prompts + [""], padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
+    reference = {"token_ids": tokens.input_ids.numpy(), "text_mask": tokens.attention_mask.numpy().astype(bool)}
+    with torch.no_grad():
+        text = pipeline.text_encoder(tokens.input_ids)
+        reference.update(text_embeds=text.text_embeds.numpy(), text_hidden=text.last_hidden_state.numpy())
+        prior, embedding_dim = pipeline.prior, pipeline.prior.config.embedding_dim
+        inputs = dict(prior_latents=normal(batch, embedding_dim), prior_timesteps=np.array([999, 500, 0][:batch]))
+        reference.update(inputs)
+        reference["prior_output"] = prior(
+            torch.from_numpy(inputs["prior_latents"]), timestep=torch.from_numpy(inputs["prior_timesteps"]),
+            proj_embedding=text.text_embeds[:batch], encoder_hidden_states=text.last_hidden_state[:batch],
+            attention_mask=tokens.attention_mask[:batch].bool()).predicted_image_embedding.numpy()
+        image_embeddings = torch.from_numpy(normal(batch, embedding_dim))
+        hidden, additive = pipeline.text_proj(image_embeddings=image_embeddings, prompt_embeds=text.text_embeds[:batch],
+                                              text_encoder_hidden_states=text.last_hidden_state[:batch],
+                                              do_classifier_free_guidance=False)
+        reference.update(text_proj_image_embeddings=image_embeddings.numpy(), text_proj_context=hidden.numpy(),
+                         text_proj_additive=additive.numpy())
+        size = pipeline.decoder.config.sample_size
+        decoder_inputs = dict(decoder_x=normal(batch, 3, size, size), decoder_t=np.array([999, 400][:batch]))
+        context_mask = torch.nn.functional.pad(tokens.attention_mask[:batch].bool(), (4, 0), value=True)
+        reference.update(decoder_inputs, decoder_context_mask=context_mask.numpy())
+        reference["decoder_output"] = pipeline.decoder(
+            torch.from_numpy(decoder_inputs["decoder_x"]), torch.from_numpy(decoder_inputs["decoder_t"]),
+            encoder_hidden_states=hidden, class_labels=additive, attention_mask=context_mask).sample.numpy()
+        size = pipeline.super_res_first.config.sample_size
+        super_res_x = normal(batch, 6, size, size)
+        reference.update(super_res_x=super_res_x, super_res_t=np.array([999, 0][:batch]))
+        for name in ("super_res_first", "super_res_last"):
+            reference[f"{name}_output"] = getattr(pipeline, name)(
+                torch.from_numpy(super_res_x), torch.from_numpy(reference["super_res_t"])).sample.numpy()
+        from transformers import CLIPVisionModelWithProjection
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        from PIL import Image
+
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(snapshot / "image_encoder").eval()
+        processor = CLIPImageProcessorPil.from_pretrained(snapshot / "feature_extractor")
+        size = image_encoder.config.image_size
+        pixels = images(2, size, seed)
+        values = processor([Image.fromarray(p) for p in pixels], return_tensors="pt").pixel_values
+        reference.update(variation_images=pixels, variation_image_embeds=image_encoder(values).image_embeds.numpy())
+
+    # The whole pipeline, every draw recorded.
+    step_noise, drawn = [], scheduling_unclip.randn_tensor
+    stage_inputs, interpolate = {}, torch.nn.functional.interpolate
+
+    def recording_randn(*args, **kwargs):
+        sample = drawn(*args, **kwargs)
+        step_noise.append(sample.numpy().copy())
+        return sample
+
+    @functools.wraps(interpolate)  # the pipeline inspects its signature for `antialias`
+    def recording_interpolate(image, *args, **kwargs):  # the UNets' resizes are nearest; the pipeline's is bicubic
+        if kwargs.get("mode") == "bicubic":  # of the decoder's images
+            stage_inputs["pipeline_decoder_images"] = image.numpy().copy()
+        return interpolate(image, *args, **kwargs)
+
+    post_process = pipeline.prior.post_process_latents
+    def recording_post_process(latents):
+        out = post_process(latents)
+        stage_inputs["pipeline_image_embeddings"] = out.numpy().copy()
+        return out
+
+    small, large = pipeline.decoder.config.sample_size, pipeline.super_res_first.config.sample_size
+    latents = dict(prior_latents=normal(batch, embedding_dim), decoder_latents=normal(batch, 3, small, small),
+                   super_res_latents=normal(batch, 3, large, large))
+    torch.manual_seed(seed)  # the per-step draws come from PyTorch's global generator
+    scheduling_unclip.randn_tensor, torch.nn.functional.interpolate = recording_randn, recording_interpolate
+    pipeline.prior.post_process_latents = recording_post_process
+    try:
+        final_images = pipeline(prompts, prior_num_inference_steps=steps[0], decoder_num_inference_steps=steps[1],
+                          super_res_num_inference_steps=steps[2], output_type="np",
+                          **{k: torch.from_numpy(v) for k, v in latents.items()}).images
+    finally:
+        scheduling_unclip.randn_tensor, torch.nn.functional.interpolate = drawn, interpolate
+    prior_noise, decoder_noise, super_res_noise = (step_noise[:steps[0] - 1], step_noise[steps[0] - 1: sum(steps[:2]) - 2],
+                                                   step_noise[sum(steps[:2]) - 2:])
+    reference.update({f"pipeline_{k}": v for k, v in latents.items()}, **stage_inputs,
+                     pipeline_steps=np.array(steps), pipeline_prior_noise=np.stack(prior_noise),
+                     pipeline_decoder_noise=np.stack(decoder_noise), pipeline_super_res_noise=np.stack(super_res_noise),
+                     pipeline_images=final_images)
+    return reference
+
+
+def write_karlo_fixture(out: pathlib.Path, seed: int = 0) -> pathlib.Path:
+    snapshot = out / "karlo_snapshot"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    random_karlo_snapshot(snapshot, TINY_KARLO, seed)
+    np.savez_compressed(out / "karlo_reference.npz", prompts=json.dumps(KARLO_PROMPTS),
+                        **karlo_reference(snapshot, KARLO_PROMPTS, seed))
+    return snapshot
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=FIXTURES)
@@ -225,6 +435,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_dvae_fixture(args.out)
     write_clip_fixture(args.out)
+    write_karlo_fixture(args.out)
     (args.out / "VERSIONS.json").write_text(json.dumps(PINS, indent=2) + "\n")
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"wrote {args.out}: {total / 1024:.0f} KB")

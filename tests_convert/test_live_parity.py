@@ -1,7 +1,8 @@
 """Parity against the PyTorch originals, live, at the released sizes (bench/weights_parity.py:
 OpenAI's dall_e Encoder and Decoder and a ViT-B/32-sized `transformers.CLIPModel`, random
-weights saved in the released layouts and converted with `run.py import-weights`), and the
-committed fixtures regenerated. Needs the [convert] extra: `make test-convert`."""
+weights saved in the released layouts and converted with `run.py import-weights`), the
+committed fixtures regenerated, and a Karlo snapshot of PyTorch pickles read. Needs the
+[convert] extra: `make test-convert`."""
 
 import sys
 
@@ -43,3 +44,35 @@ def test_vit_b32_sized_clip_from_a_transformers_snapshot(tmp_path):
     assert max(result["image_embeds"], result["text_embeds"], result["logits_per_image"]) <= parity.RTOL, result
     for size in (448, 140):
         assert result[f"resize_{size}_pixel_error_255ths"]["mean"] < 1.0, result
+
+
+def test_the_committed_karlo_fixture_is_what_the_pinned_script_writes(tmp_path):
+    make_fixtures.check_pins()
+    make_fixtures.write_karlo_fixture(tmp_path)
+    with np.load(tmp_path / "karlo_reference.npz") as fresh, np.load(parity.FIXTURES / "karlo_reference.npz") as committed:
+        assert sorted(fresh.files) == sorted(committed.files)
+        for key in fresh.files:
+            np.testing.assert_array_equal(fresh[key], committed[key], err_msg=key)
+    for path in sorted((parity.FIXTURES / "karlo_snapshot").rglob("*.safetensors")):
+        fresh = load_file(str(tmp_path / path.relative_to(parity.FIXTURES)))
+        committed = load_file(str(path))
+        assert fresh.keys() == committed.keys(), path
+        for key in fresh:
+            np.testing.assert_array_equal(fresh[key], committed[key], err_msg=f"{path}: {key}")
+
+
+def test_a_karlo_component_saved_as_a_pytorch_pickle_loads_the_same(tmp_path):
+    import shutil
+
+    import jax
+    import torch
+
+    from dalle_jax.weights import karlo
+
+    snapshot = tmp_path / "karlo"
+    shutil.copytree(parity.FIXTURES / "karlo_snapshot", snapshot)
+    weights = snapshot / "prior" / "diffusion_pytorch_model.safetensors"
+    torch.save({k: torch.from_numpy(v) for k, v in load_file(str(weights)).items()}, weights.with_suffix(".bin"))
+    weights.unlink()
+    from_pickle, from_safetensors = karlo.load_prior(snapshot), karlo.load_prior(parity.FIXTURES / "karlo_snapshot")
+    jax.tree.map(np.testing.assert_array_equal, from_pickle.params, from_safetensors.params)

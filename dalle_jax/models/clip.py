@@ -69,6 +69,38 @@ class TextEncoder(nn.Module):
         return at_end_of_text(x, tokens, self.eos_id) if pooled else x
 
 
+class ProjectedTextEncoder(nn.Module):
+    """CLIP's text tower and its projection, unnormalised (`transformers`' CLIPTextModelWithProjection,
+    which Karlo's prior and decoder read): tokens to `(projected feature at the end of text [b, P],
+    every position's final hidden state [b, L, D])`, both float32."""
+
+    text: TextEncoder
+    projection_dim: int
+
+    @nn.compact
+    def __call__(self, tokens):
+        hidden = self.text(tokens, pooled=False)
+        projection = nn.Dense(self.projection_dim, use_bias=False, kernel_init=dense_init(("embed", "mlp")),
+                              name="text_projection")
+        pooled = projection(at_end_of_text(hidden, tokens, self.text.eos_id))
+        return pooled.astype(jnp.float32), hidden.astype(jnp.float32)
+
+
+class ProjectedImageEncoder(nn.Module):
+    """CLIP's image tower and its projection, unnormalised (`transformers`'
+    CLIPVisionModelWithProjection, whose embedding Karlo's variations decode): `uint8 [b, H, W, 3]`
+    to float32 `[b, P]`."""
+
+    vision: VisionEncoder
+    projection_dim: int
+
+    @nn.compact
+    def __call__(self, images):
+        projection = nn.Dense(self.projection_dim, use_bias=False, kernel_init=dense_init(("embed", "mlp")),
+                              name="image_projection")
+        return projection(self.vision(images)).astype(jnp.float32)
+
+
 def at_end_of_text(hidden, tokens, eos_id: int = EOS_ID):
     """`hidden [batch, length, dim]` at each row's first `eos_id` (the last position if it has none)."""
     end = jnp.argmax(tokens == eos_id, axis=1)

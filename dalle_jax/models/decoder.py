@@ -6,6 +6,9 @@
   caption's tokens. Classifier-free guidance comes from training with the embedding
   zeroed (10%) and the caption emptied (50%). With `self_condition`, it also reads an
   estimate of x₀ (`diffusion/gaussian.py`), concatenated to x_t's channels.
+- `KarloDecoder`: Kakao Brain's Karlo decoder (diffusers' UnCLIPTextProjModel and
+  UNet2DConditionModel, loaded by `weights/karlo.py`): the same recipe over a frozen CLIP text
+  encoder's outputs instead of a caption encoder of its own.
 - `Upsampler`: a convolution-only UNet that denoises the high-resolution image given the
   low-resolution one (upsampled and concatenated); `corrupt_low_res` is the conditioning
   augmentation (Gaussian blur and noise) it is trained with.
@@ -18,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from dalle_jax.models.clip import TextEncoder, at_end_of_text
+from dalle_jax.nn.transformer import layer_norm
 from dalle_jax.nn.unet import TimestepMLP, UNet, dense
 
 
@@ -48,16 +52,50 @@ class Decoder(nn.Module):
         return self.unet(x_t, embedding, context, deterministic=deterministic)
 
 
+class KarloDecoder(nn.Module):
+    """`(x_t [b, H, W, 3], t [b], image_embedding [b, P], text_embedding [b, P], text_hidden
+    [b, L, D], text_mask bool [b, L])` to the UNet's output (ε and the variance's `v`).
+
+    CLIP's image and text embeddings are projected and added to the timestep embedding; the
+    image embedding also becomes `num_clip_tokens` context tokens, before the text encoder's
+    hidden states (projected and normalised); the attention sees the text's unmasked tokens.
+    `null_image_embedding` is what classifier-free guidance gives in place of the image's.
+    """
+
+    unet: UNet
+    embed_dim: int
+    context_dim: int
+    num_clip_tokens: int = 4
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_t, t, image_embedding, text_embedding, text_hidden, text_mask):
+        self.param("null_image_embedding", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                   image_embedding.shape[-1:])
+        project = lambda features, name: dense(features, dtype=self.dtype, name=name)
+        embedding = (TimestepMLP(self.embed_dim, self.dtype)(t) + project(self.embed_dim, "text_embedding_projection")(
+            text_embedding) + project(self.embed_dim, "image_embedding_projection")(image_embedding))
+        clip_tokens = project(self.context_dim * self.num_clip_tokens, "clip_tokens")(image_embedding)
+        clip_tokens = clip_tokens.reshape(-1, self.context_dim, self.num_clip_tokens).transpose(0, 2, 1)
+        text = layer_norm(self.dtype, "text_norm", eps=1e-5)(
+            project(self.context_dim, "text_projection")(text_hidden))
+        context = jnp.concatenate([clip_tokens.astype(text.dtype), text], axis=1)
+        context_mask = jnp.concatenate([jnp.ones(clip_tokens.shape[:2], bool), text_mask], axis=1)
+        return self.unet(x_t, embedding, context, context_mask=context_mask)
+
+
 class Upsampler(nn.Module):
-    """`(x_t [b, H, W, 3], t [b], low_res [b, h, w, 3] in [-1, 1])` to the UNet's prediction."""
+    """`(x_t [b, H, W, 3], t [b], low_res [b, h, w, 3] in [-1, 1])` to the UNet's prediction;
+    `low_res` is resized to `x_t`'s size by `resize` (a `jax.image.resize` method)."""
 
     unet: UNet
     embed_dim: int
     dtype: jnp.dtype = jnp.float32
+    resize: str = "bilinear"
 
     @nn.compact
     def __call__(self, x_t, t, low_res, *, deterministic: bool = True):
-        upsampled = jax.image.resize(low_res, (*x_t.shape[:3], low_res.shape[-1]), "bilinear")
+        upsampled = jax.image.resize(low_res, (*x_t.shape[:3], low_res.shape[-1]), self.resize)
         return self.unet(jnp.concatenate([x_t, upsampled.astype(x_t.dtype)], axis=-1),
                          TimestepMLP(self.embed_dim, self.dtype)(t), deterministic=deterministic)
 

@@ -18,14 +18,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from dalle_jax.nn.transformer import TransformerStack
+from dalle_jax.nn.transformer import LAYER_NORM_EPS, TransformerStack
 from dalle_jax.nn.unet import TimestepMLP, dense
 
 
 class DiffusionPrior(nn.Module):
-    """`(z_t [b, P], t [b], text_embedding [b, P], caption int32 [b, L])` to x̂₀ `[b, P]`."""
+    """`(z_t [b, P], t [b], text_embedding [b, P], caption[, caption_mask])` to x̂₀ `[b, P]`.
 
-    vocab_size: int
+    `caption` is `int32 [b, L]` token ids, embedded here (this project's prior), or a text
+    encoder's hidden states `[b, L, D]`, projected here (Karlo's, which reads CLIP's). With
+    `caption_mask` (`bool [b, L]`, False at padding) no position attends to the masked tokens.
+    """
+
+    vocab_size: int  # unused when the caption comes as hidden states
     caption_length: int
     width: int
     depth: int
@@ -34,20 +39,32 @@ class DiffusionPrior(nn.Module):
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
     attention_impl: str = "auto"  # one of nn.attention.ATTENTION_IMPLEMENTATIONS
+    attention_bias: bool = False
+    activation: str = "gelu"  # a key of nn.transformer.ACTIVATIONS
+    norm_eps: float = LAYER_NORM_EPS
+    timestep_frequencies: int = 0  # sinusoids the timestep MLP reads; 0: width // 4
 
     @nn.compact
-    def __call__(self, noised_image_embedding, t, text_embedding, caption):
+    def __call__(self, noised_image_embedding, t, text_embedding, caption, caption_mask=None):
         init = lambda names: nn.with_logical_partitioning(nn.initializers.normal(0.02), names)
-        words = nn.Embed(self.vocab_size, self.width, embedding_init=init(("vocab", "embed")))(caption)
+        if caption.ndim == 3:
+            words = dense(self.width, dtype=self.dtype, name="caption_in")(caption)
+        else:
+            words = nn.Embed(self.vocab_size, self.width, embedding_init=init(("vocab", "embed")))(caption)
         query = self.param("query", init((None, "embed")), (1, self.width))
         singles = jnp.stack([dense(self.width, dtype=self.dtype, name="text_embedding_in")(text_embedding),
-                             TimestepMLP(self.width, self.dtype)(t),
+                             TimestepMLP(self.width, self.dtype, self.timestep_frequencies)(t),
                              dense(self.width, dtype=self.dtype, name="image_embedding_in")(noised_image_embedding),
                              jnp.broadcast_to(query, (caption.shape[0], self.width))], axis=1)
         x = jnp.concatenate([words.astype(self.dtype), singles.astype(self.dtype)], axis=1)
         x = x + self.param("position", init(("length", "embed")), x.shape[1:]).astype(self.dtype)
+        mask = None
+        if caption_mask is not None:  # every position sees the unmasked caption tokens and the four singles
+            keys = jnp.concatenate([caption_mask, jnp.ones((caption.shape[0], singles.shape[1]), bool)], axis=1)
+            mask = jnp.broadcast_to(keys[:, None, :], (caption.shape[0], x.shape[1], x.shape[1]))
         x = TransformerStack(self.depth, self.num_heads, self.head_dim, self.mlp_dim, self.dtype, causal=True,
-                             attention_impl=self.attention_impl)(x)
+                             attention_impl=self.attention_impl, attention_bias=self.attention_bias,
+                             activation=self.activation, norm_eps=self.norm_eps)(x, mask)
         return dense(noised_image_embedding.shape[-1], ("embed", "mlp"), jnp.float32, name="out")(x[:, -1])
 
 

@@ -70,8 +70,9 @@ def causal_mask(query_length: int, key_length: int, start=0) -> jax.Array:
 def dot_product_attention(query, key, value, mask=None, *, is_causal: bool = False,
                           implementation: str = "einsum") -> jax.Array:
     """`softmax(q·kᵀ / √d) · v` for `[batch, length, heads, head_dim]` queries, keys and values (one dtype),
-    over the keys that `mask` (`bool [query_length, key_length]`, or None for all) allows, and with
-    `is_causal` only keys `0 .. i` for query `i`. The logits and softmax are float32."""
+    over the keys that `mask` (`bool [query_length, key_length]`, per example `[batch, query_length,
+    key_length]`, or None for all) allows, and with `is_causal` only keys `0 .. i` for query `i`. The
+    logits and softmax are float32."""
     if implementation == "cudnn":
         if mask is not None:
             raise ValueError("cuDNN attention takes no mask array here: plain causal attention or none")
@@ -79,13 +80,14 @@ def dot_product_attention(query, key, value, mask=None, *, is_causal: bool = Fal
     if is_causal:
         causal = causal_mask(query.shape[1], key.shape[1])
         mask = causal if mask is None else mask & causal
+    if mask is not None:
+        mask = mask[:, None] if mask.ndim == 3 else mask[None, None]  # [batch or 1, heads (1), queries, keys]
     if implementation == "xla":
-        return jax.nn.dot_product_attention(query, key, value, mask=None if mask is None else mask[None, None],
-                                            implementation="xla")
+        return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
     logits = logits / np.sqrt(query.shape[-1]).astype(np.float32)
     if mask is not None:
-        logits = jnp.where(mask[None, None], logits, jnp.finfo(jnp.float32).min)
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
 
@@ -103,7 +105,7 @@ class SelfAttention(nn.Module):
     """Self-attention of `x [batch, length, embed]`: with `causal`, position `i` attends to positions
     `0 .. i`; a boolean `mask` restricts it further (or alone, without `causal`).
 
-    Without a cache, `mask` is `[length, length]`. With one, `x` holds the positions
+    Without a cache, `mask` is `[length, length]` (or `[batch, length, length]`). With one, `x` holds the positions
     `start .. start + length - 1`, their keys and values are written into the cache, and
     `mask` is `[length, cache_length]`: the rows of those positions. Plain causal attention
     (`causal` and no mask) is what cuDNN's fused kernel runs (`attention_impl`).

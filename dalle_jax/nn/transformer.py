@@ -17,7 +17,9 @@ def quick_gelu(x):
     return x * nn.sigmoid(1.702 * x)
 
 
-ACTIVATIONS = {"gelu": nn.gelu, "quick_gelu": quick_gelu}
+# `gelu` is flax's default, the tanh approximation; `gelu_erf` the exact form (PyTorch's `nn.GELU()`,
+# `transformers`' "gelu").
+ACTIVATIONS = {"gelu": nn.gelu, "gelu_erf": lambda x: nn.gelu(x, approximate=False), "quick_gelu": quick_gelu}
 
 
 def layer_norm(dtype, name=None, eps: float = LAYER_NORM_EPS) -> nn.LayerNorm:

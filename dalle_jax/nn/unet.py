@@ -8,6 +8,11 @@
   extra CLIP tokens), projected to keys and values beside the pixels' own.
 - Each residual branch and the output convolution start at zero, so an untrained UNet
   outputs exactly 0.
+
+Options beyond ADM's defaults load Karlo's UNets (diffusers' UNet2DConditionModel and
+UNet2DModel, `weights/karlo.py`): resampling inside residual blocks (`resblock_updown`, BigGAN's
+and ADM's option), additive timestep conditioning (`scale_shift=False`), heads of a fixed width,
+the GroupNorm's groups and ε, and a mask over the context tokens.
 """
 
 from __future__ import annotations
@@ -41,20 +46,25 @@ def dense(features: int, names=("embed", "mlp"), dtype=jnp.float32, zero: bool =
 
 
 class TimestepMLP(nn.Module):
-    """Timesteps `[batch]` to the conditioning embedding `[batch, dim]`: sinusoids, then an MLP."""
+    """Timesteps `[batch]` to the conditioning embedding `[batch, dim]`: `frequencies` sinusoids
+    (`dim // 4` if 0), then an MLP."""
 
     dim: int
     dtype: jnp.dtype = jnp.float32
+    frequencies: int = 0
 
     @nn.compact
     def __call__(self, t):
-        h = dense(self.dim, dtype=self.dtype)(timestep_embedding(t, self.dim // 4))
+        h = dense(self.dim, dtype=self.dtype)(timestep_embedding(t, self.frequencies or self.dim // 4))
         return dense(self.dim, ("mlp", "embed"), dtype=self.dtype)(nn.silu(h))
 
 
-def group_norm(channels: int, dtype, name=None) -> nn.GroupNorm:
-    groups = math.gcd(32, channels)
-    return nn.GroupNorm(num_groups=groups, dtype=dtype, name=name,
+NORM_EPS = 1e-6  # flax's GroupNorm default, which this project's UNets train with
+
+
+def group_norm(channels: int, dtype, name=None, groups: int = 0, eps: float = NORM_EPS) -> nn.GroupNorm:
+    """GroupNorm over `channels` in `groups` groups (0: gcd(32, channels))."""
+    return nn.GroupNorm(num_groups=groups or math.gcd(32, channels), epsilon=eps, dtype=dtype, name=name,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("channels",)),
                         bias_init=_ZERO)
 
@@ -63,19 +73,43 @@ def zero_conv(features: int, dtype, name=None) -> nn.Conv:
     return conv(features, dtype=dtype, name=name, kernel_init=nn.initializers.zeros)
 
 
+def resample(x, how: str):
+    """`x [b, H, W, C]` halved by 2×2 averages (`down`), doubled by repetition (`up`), or as it is."""
+    b, height, width, channels = x.shape
+    if how == "down":
+        return x.reshape(b, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
+    if how == "up":
+        return jax.image.resize(x, (b, 2 * height, 2 * width, channels), "nearest")
+    return x
+
+
 class ResBlock(nn.Module):
-    """`x [b, H, W, C]`, `embedding [b, E]` to `[b, H, W, out_channels]`."""
+    """`x [b, H, W, C]`, `embedding [b, E]` to `[b, H', W', out_channels]`: `H' = H` unless
+    `resample` is `down` (H / 2) or `up` (2 H), applied to both branches after the first norm.
+    The embedding scales and shifts the second norm's output (`scale_shift`), or is added
+    before it."""
 
     out_channels: int
     dropout: float = 0.0
     dtype: jnp.dtype = jnp.float32
+    resample: str = "none"  # or "down", "up"
+    scale_shift: bool = True
+    norm_groups: int = 0
+    norm_eps: float = NORM_EPS
 
     @nn.compact
     def __call__(self, x, embedding, deterministic: bool = True):
-        h = conv(self.out_channels, dtype=self.dtype)(nn.silu(group_norm(x.shape[-1], self.dtype)(x)))
-        scale, shift = jnp.split(dense(2 * self.out_channels, ("embed", "channels"), self.dtype)(nn.silu(embedding)),
-                                 2, axis=-1)
-        h = group_norm(self.out_channels, self.dtype)(h) * (1 + scale[:, None, None]) + shift[:, None, None]
+        norm = lambda channels: group_norm(channels, self.dtype, groups=self.norm_groups, eps=self.norm_eps)
+        h = resample(nn.silu(norm(x.shape[-1])(x)), self.resample)
+        x = resample(x, self.resample)
+        h = conv(self.out_channels, dtype=self.dtype)(h)
+        conditioning = dense((2 if self.scale_shift else 1) * self.out_channels, ("embed", "channels"),
+                             self.dtype)(nn.silu(embedding))[:, None, None]
+        if self.scale_shift:
+            scale, shift = jnp.split(conditioning, 2, axis=-1)
+            h = norm(self.out_channels)(h) * (1 + scale) + shift
+        else:
+            h = norm(self.out_channels)(h + conditioning)
         h = nn.Dropout(self.dropout)(nn.silu(h), deterministic=deterministic)
         h = zero_conv(self.out_channels, self.dtype)(h)
         skip = x if x.shape[-1] == self.out_channels else conv(self.out_channels, kernel=1, dtype=self.dtype)(x)
@@ -83,29 +117,40 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """`x + attention(norm(x))` over the `H·W` positions, and over `context [b, n, D]` if given."""
+    """`x + attention(norm(x))` over the `H·W` positions, and over `context [b, n, D]` if given
+    (only its tokens where `context_mask [b, n]` is True). Heads are `num_heads`, or as many as
+    `head_channels` wide."""
 
     num_heads: int
     dtype: jnp.dtype = jnp.float32
     attention_impl: str = "auto"  # one of ATTENTION_IMPLEMENTATIONS; `auto` falls back to `xla`
+    head_channels: int = 0
+    norm_groups: int = 0
+    norm_eps: float = NORM_EPS
 
     @nn.compact
-    def __call__(self, x, context=None):
+    def __call__(self, x, context=None, context_mask=None):
         batch, height, width, channels = x.shape
-        if channels % self.num_heads:
-            raise ValueError(f"attention over {channels} channels cannot be split into {self.num_heads} heads")
-        head_dim = channels // self.num_heads
-        h = group_norm(channels, self.dtype)(x).reshape(batch, height * width, channels)
-        heads = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
+        num_heads = channels // self.head_channels if self.head_channels else self.num_heads
+        if channels % num_heads:
+            raise ValueError(f"attention over {channels} channels cannot be split into {num_heads} heads")
+        head_dim = channels // num_heads
+        h = group_norm(channels, self.dtype, groups=self.norm_groups, eps=self.norm_eps)(x)
+        h = h.reshape(batch, height * width, channels)
+        heads = lambda y: y.reshape(*y.shape[:2], num_heads, head_dim)
         qkv = dense(3 * channels, ("channels_in", "mlp"), self.dtype, name="qkv")(h)
         query, key, value = (heads(y) for y in jnp.split(qkv, 3, axis=-1))
         if context is not None:
             context_kv = dense(2 * channels, ("embed", "mlp"), self.dtype, name="context_kv")(context)
             context_key, context_value = (heads(y) for y in jnp.split(context_kv, 2, axis=-1))
             key, value = jnp.concatenate([context_key, key], 1), jnp.concatenate([context_value, value], 1)
-        implementation = resolve_implementation(self.attention_impl, "xla", dtype=self.dtype, masked=False,
+        mask = None
+        if context is not None and context_mask is not None:  # the pixels' own keys are always seen
+            keys = jnp.concatenate([context_mask, jnp.ones((batch, height * width), bool)], axis=1)
+            mask = jnp.broadcast_to(keys[:, None], (batch, height * width, keys.shape[1]))
+        implementation = resolve_implementation(self.attention_impl, "xla", dtype=self.dtype, masked=mask is not None,
                                                 cached=False, head_dim=head_dim)
-        out = dot_product_attention(query, key, value, implementation=implementation)
+        out = dot_product_attention(query, key, value, mask, implementation=implementation)
         out = out.reshape(batch, height * width, channels)
         out = dense(channels, ("mlp", "channels"), self.dtype, zero=True, name="out")(out)
         return x + out.reshape(x.shape)
@@ -117,9 +162,11 @@ class UNet(nn.Module):
     `channel_mults[i]` sets the width of level `i` (resolution `H / 2**i`); each level has
     `num_res_blocks` residual blocks, with attention where `H / 2**i` is in
     `attention_resolutions`; the middle block always attends unless that tuple is empty.
-    Going up a level, the features are resized (nearest) and convolved at the new resolution
-    (ADM); `upsample_at_low_res` convolves them before the resize instead, at a quarter of
-    the FLOPs.
+    Going down a level, a stride-2 convolution halves the resolution; going up, the features
+    are resized (nearest) and convolved at the new resolution (ADM); `upsample_at_low_res`
+    convolves them before the resize instead, at a quarter of the FLOPs. With
+    `resblock_updown`, a residual block does either (its `resample`). `context_mask` hides
+    context tokens from every attention layer.
     """
 
     base_channels: int
@@ -133,17 +180,25 @@ class UNet(nn.Module):
     dtype: jnp.dtype = jnp.float32
     remat: str = "none"  # what the backward pass recomputes of each block: a key of `REMAT_POLICIES`
     attention_impl: str = "auto"  # one of `nn.attention.ATTENTION_IMPLEMENTATIONS`
+    resblock_updown: bool = False
+    scale_shift: bool = True  # how residual blocks read the embedding (`ResBlock`)
+    head_channels: int = 0  # > 0: heads of this width instead of `num_heads`
+    norm_groups: int = 0  # 0: gcd(32, channels)
+    norm_eps: float = NORM_EPS
 
     @nn.compact
-    def __call__(self, x, embedding, context=None, *, deterministic: bool = True):
+    def __call__(self, x, embedding, context=None, *, context_mask=None, deterministic: bool = True):
         resolution = x.shape[1]
         if resolution % 2 ** (len(self.channel_mults) - 1):
             raise ValueError(f"{resolution}×{resolution} inputs cannot be halved {len(self.channel_mults) - 1} times")
         res_block = rematerialized(ResBlock, self.remat, static_argnums=(3,))  # (self, x, embedding, deterministic)
         attention_block = rematerialized(AttentionBlock, self.remat)
-        block = lambda ch, h: res_block(ch, self.dropout, self.dtype)(h, embedding, deterministic)
-        attend = lambda h, size: (attention_block(self.num_heads, self.dtype, self.attention_impl)(h, context)
-                                  if size in self.attention_resolutions else h)
+        norm = dict(norm_groups=self.norm_groups, norm_eps=self.norm_eps)
+        block = lambda ch, h, how="none": res_block(ch, self.dropout, self.dtype, how, self.scale_shift, **norm)(
+            h, embedding, deterministic)
+        attention = lambda h: attention_block(self.num_heads, self.dtype, self.attention_impl, self.head_channels,
+                                              **norm)(h, context, context_mask)
+        attend = lambda h, size: attention(h) if size in self.attention_resolutions else h
         h = conv(self.base_channels, dtype=self.dtype)(x.astype(self.dtype))
         skips = [h]
         for level, mult in enumerate(self.channel_mults):
@@ -152,20 +207,23 @@ class UNet(nn.Module):
                 h = attend(block(self.base_channels * mult, h), size)
                 skips.append(h)
             if level < len(self.channel_mults) - 1:
-                h = conv(h.shape[-1], kernel=3, stride=2, dtype=self.dtype)(h)
+                h = (block(h.shape[-1], h, "down") if self.resblock_updown else
+                     conv(h.shape[-1], kernel=3, stride=2, dtype=self.dtype)(h))
                 skips.append(h)
         h = block(h.shape[-1], h)
         if self.attention_resolutions:
-            h = attention_block(self.num_heads, self.dtype, self.attention_impl)(h, context)
+            h = attention(h)
         h = block(h.shape[-1], h)
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             size = resolution // 2 ** level
             for _ in range(self.num_res_blocks + 1):
                 h = attend(block(self.base_channels * mult, jnp.concatenate([h, skips.pop()], axis=-1)), size)
-            if level > 0:
+            if level > 0 and self.resblock_updown:
+                h = block(h.shape[-1], h, "up")
+            elif level > 0:
                 b, height, width, channels = h.shape
                 resize = lambda y: jax.image.resize(y, (b, 2 * height, 2 * width, channels), "nearest")
                 up_conv = conv(channels, dtype=self.dtype)
                 h = resize(up_conv(h)) if self.upsample_at_low_res else up_conv(resize(h))
-        h = nn.silu(group_norm(h.shape[-1], self.dtype)(h))
+        h = nn.silu(group_norm(h.shape[-1], self.dtype, groups=self.norm_groups, eps=self.norm_eps)(h))
         return zero_conv(self.out_channels, jnp.float32)(h).astype(jnp.float32)

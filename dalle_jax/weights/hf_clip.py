@@ -9,7 +9,6 @@ which reranking, CLIP score, unCLIP's prior and decoder and the captioner then u
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ from dalle_jax.tasks.clip import build_clip
 from dalle_jax.text.clip_tokenizer import ClipTokenizer
 from dalle_jax.train import trainer
 from dalle_jax.weights.mapping import (WeightsMismatchError, abstract_params, as_is, conv_kernel, dense_kernel, fill,
-                                       reshaped)
+                                       read_json, read_safetensors, reshaped)
 
 WEIGHTS = "model.safetensors"
 # `transformers`' defaults for what a config.json leaves out (CLIPTextConfig, CLIPVisionConfig: ViT-B/32).
@@ -30,15 +29,10 @@ TEXT_DEFAULTS = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, 
 VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                        image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5, num_channels=3)
 BUFFERS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
+# `transformers`' activation names to this project's (`nn.transformer.ACTIVATIONS`): its "gelu" is the exact one.
+HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu_erf"}
 _LAYER_NORMS = {"scale": "weight", "bias": "bias"}
 _BLOCK_PARTS = {"attention_norm": "layer_norm1", "mlp_norm": "layer_norm2", "Dense_0": "fc1", "Dense_1": "fc2"}
-
-
-def _read_json(path: pathlib.Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
 def _tower(hf_config: dict, name: str, defaults: dict) -> dict:
@@ -49,50 +43,58 @@ def _tower(hf_config: dict, name: str, defaults: dict) -> dict:
     return section
 
 
+def tower_sizes(section: dict) -> dict:
+    """A `transformers` tower config's sizes as this project's tower settings."""
+    return dict(embed_dim=section["hidden_size"], depth=section["num_hidden_layers"],
+                num_heads=section["num_attention_heads"], head_dim=section["hidden_size"] // section["num_attention_heads"],
+                mlp_dim=section["intermediate_size"])
+
+
+def text_tower(config_file: pathlib.Path, section: dict) -> dict:
+    """A `CLIPTextConfig` (its defaults filled in) checked for what this CLIP's text tower supports."""
+    text = _tower({"text_config": section}, "text_config", TEXT_DEFAULTS)
+    if text["hidden_act"] not in HF_ACTIVATIONS:
+        raise ValueError(f"{config_file}: hidden_act {text['hidden_act']!r} is not one of {sorted(HF_ACTIVATIONS)}")
+    return text
+
+
+def vision_tower(config_file: pathlib.Path, section: dict) -> dict:
+    """A `CLIPVisionConfig` (its defaults filled in) checked for what this CLIP's image tower supports."""
+    vision = _tower({"vision_config": section}, "vision_config", VISION_DEFAULTS)
+    if vision["hidden_act"] not in HF_ACTIVATIONS:
+        raise ValueError(f"{config_file}: hidden_act {vision['hidden_act']!r} is not one of {sorted(HF_ACTIVATIONS)}")
+    return vision
+
+
 def model_settings(snapshot: pathlib.Path) -> tuple[dict, int, int]:
     """(`config.model` of the snapshot's CLIP, its text length, its text vocabulary size)."""
     config_file = snapshot / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: --source is a transformers CLIP snapshot directory "
                                 f"(config.json, {WEIGHTS}, tokenizer files)")
-    hf_config = _read_json(config_file)
+    hf_config = read_json(config_file)
     if hf_config.get("model_type", "clip") != "clip":
         raise ValueError(f"{config_file}: model_type is {hf_config['model_type']!r}, not 'clip'")
-    text = _tower(hf_config, "text_config", TEXT_DEFAULTS)
+    text = text_tower(config_file, hf_config.get("text_config") or {})
     vision = _tower(hf_config, "vision_config", VISION_DEFAULTS)
     for key in ("hidden_act", "layer_norm_eps"):
         if text[key] != vision[key]:
             raise ValueError(f"{config_file}: the towers differ in {key} ({text[key]!r}, {vision[key]!r}), which "
                              "this CLIP does not support")
-    if text["hidden_act"] not in ("quick_gelu", "gelu"):
-        raise ValueError(f"{config_file}: hidden_act {text['hidden_act']!r} is not 'quick_gelu' or 'gelu'")
     preprocessor_file = snapshot / "preprocessor_config.json"
-    preprocessor = _read_json(preprocessor_file) if preprocessor_file.is_file() else {}
-    sizes = lambda t: dict(embed_dim=t["hidden_size"], depth=t["num_hidden_layers"], num_heads=t["num_attention_heads"],
-                           head_dim=t["hidden_size"] // t["num_attention_heads"], mlp_dim=t["intermediate_size"])
+    preprocessor = read_json(preprocessor_file) if preprocessor_file.is_file() else {}
     model = dict(architecture="openai", projection_dim=hf_config.get("projection_dim", 512), dtype="float32",
                  patch_size=vision["patch_size"], image_size=vision["image_size"], pooling="cls",
-                 activation=text["hidden_act"], norm_eps=text["layer_norm_eps"],
+                 activation=HF_ACTIVATIONS[text["hidden_act"]], norm_eps=text["layer_norm_eps"],
                  pixel_mean=tuple(preprocessor.get("image_mean", OPENAI_PIXEL_MEAN)),
                  pixel_std=tuple(preprocessor.get("image_std", OPENAI_PIXEL_STD)),
-                 text_tower=sizes(text), vision_tower=sizes(vision))
+                 text_tower=tower_sizes(text), vision_tower=tower_sizes(vision))
     return model, text["max_position_embeddings"], text["vocab_size"]
 
 
 def read_tensors(snapshot: pathlib.Path) -> dict[str, np.ndarray]:
     """The snapshot's `model.safetensors` as NumPy arrays."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    path = snapshot / WEIGHTS
-    if not path.is_file():
-        present = sorted(p.name for p in snapshot.iterdir())
-        raise FileNotFoundError(f"{path} not found (the snapshot has {', '.join(present) or 'no files'}); the "
-                                f"weights must be in safetensors form")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, TypeError, ValueError) as error:  # a truncated file, or bfloat16 (NumPy has none)
-        raise ValueError(f"cannot read {path}: {error}") from None
+    return read_safetensors(snapshot, (WEIGHTS,))[1]
 
 
 def hf_name(path: tuple[str, ...]):

@@ -9,7 +9,9 @@ is dropped or zero-filled silently.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+import json
+import pathlib
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,6 +24,31 @@ Rule = Callable[[tuple[str, ...]], tuple[str, Transform]]
 
 class WeightsMismatchError(ValueError):
     """Released weights that do not fit the architecture they are loaded into."""
+
+
+def read_json(path: pathlib.Path) -> dict:
+    """A JSON file's object; an error naming the file if it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def read_safetensors(directory: pathlib.Path, filenames: Sequence[str]) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
+    """The first of `filenames` in `directory` that exists, and its tensors as NumPy arrays
+    (the `safetensors` NumPy API: no PyTorch). The error lists what the directory holds."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = next((directory / name for name in filenames if (directory / name).is_file()), None)
+    if path is None:
+        present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        raise FileNotFoundError(f"{directory / filenames[0]} not found ({directory} has "
+                                f"{', '.join(present) or 'no files'}); the weights must be in safetensors form")
+    try:
+        return path, load_file(str(path))
+    except (SafetensorError, TypeError, ValueError) as error:  # a truncated file, or bfloat16 (NumPy has none)
+        raise ValueError(f"cannot read {path}: {error}") from None
 
 
 def as_is(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

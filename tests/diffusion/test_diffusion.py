@@ -114,6 +114,10 @@ def test_sampling_timesteps():
     steps = samplers.sampling_timesteps(1000, 20)
     assert steps[0] == 999 and steps[-1] == 0 and len(np.unique(steps)) == 20 and np.all(np.diff(steps) < 0)
     np.testing.assert_array_equal(samplers.sampling_timesteps(5, 5), [4, 3, 2, 1, 0])
+    np.testing.assert_array_equal(samplers.sampling_timesteps(1000, 1), [999])
+    # Karlo's (diffusers' UnCLIPScheduler) timesteps: round(i · 999 / (n - 1)), halves to even; 4 · 41.625 = 166.5
+    assert 166 in samplers.sampling_timesteps(1000, 25) and 167 not in samplers.sampling_timesteps(1000, 25)
+    np.testing.assert_array_equal(samplers.sampling_timesteps(1000, 7), [999, 832, 666, 500, 333, 166, 0])
     quadratic = samplers.sampling_timesteps(1000, 20, "quadratic")
     assert quadratic[0] == 999 and quadratic[-1] == 0 and quadratic[1] == round(999 * (18 / 19) ** 2)
     dense = samplers.sampling_timesteps(100, 90, "quadratic")  # rounding alone would repeat steps near 0
@@ -224,3 +228,61 @@ def test_self_conditioning_estimate_is_the_models_own_half_the_time_and_a_consta
     gradient = jax.grad(lambda p: gaussian.self_conditioning_estimate(
         model(p), "x0", x, t, alpha, sigma, jax.random.key(1)).sum())(2.0)
     assert float(gradient) == 0.0  # the estimate is an input, not a path for the gradient
+
+
+def _ddpm_step_by_hand(x, output, v, t, s, abar, noise):
+    """One DDPM step of an ε-model with a learned variance, written out as Nichol & Dhariwal's eq. 15
+    (and Karlo's UnCLIPScheduler): x̂₀ clipped to [-1, 1], the posterior mean, log variance
+    `f log β + (1 - f) log β̃` with f = (v + 1) / 2."""
+    a_t, a_s = abar[t], (abar[s] if s >= 0 else 1.0)
+    beta = 1 - a_t / a_s
+    x0 = np.clip((x - np.sqrt(1 - a_t) * output) / np.sqrt(a_t), -1, 1)
+    mean = np.sqrt(a_s) * beta / (1 - a_t) * x0 + np.sqrt(1 - beta) * (1 - a_s) / (1 - a_t) * x
+    if s < 0:
+        return mean
+    fraction = (v + 1) / 2
+    log_variance = fraction * np.log(beta) + (1 - fraction) * np.log((1 - a_s) / (1 - a_t) * beta)
+    return mean + np.exp(0.5 * log_variance) * noise
+
+
+def test_learned_variance_and_replayed_noise_follow_the_ddpm_step_by_hand():
+    schedule = schedules.make_schedule("cosine", 1000)
+    abar = np.asarray(schedule.alphas_cumprod, np.float64)
+    rng = np.random.default_rng(0)
+    x_T, step_noise = rng.standard_normal((3, 5)), rng.standard_normal((4, 3, 5))
+    model = lambda x, t: jnp.concatenate([jnp.sin(x) + 1e-3 * t[:, None], jnp.tanh(x) * 0.9], axis=-1)
+    timesteps = samplers.sampling_timesteps(1000, 4)
+    x = x_T
+    for i, t in enumerate(timesteps):
+        output = np.asarray(model(jnp.asarray(x, jnp.float32), jnp.full((3,), t)), np.float64)
+        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x = _ddpm_step_by_hand(x, output[:, :5], output[:, 5:], t, s, abar, step_noise[i])
+    draw = lambda noise: samplers.sample(model, schedule, jnp.asarray(x_T, jnp.float32), jax.random.key(0),
+                                         sampler="ddpm", num_steps=4, prediction="epsilon", clip_x0=True,
+                                         learned_variance=True, step_noise=noise)
+    np.testing.assert_allclose(draw(jnp.asarray(step_noise, jnp.float32)), x, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(draw(None), x, atol=1e-2)  # without replayed noise, the key's own draws
+    with pytest.raises(ValueError, match="step_noise has shape"):
+        draw(jnp.zeros((3, 3, 5)))
+    with pytest.raises(ValueError, match="ddpm sampler only"):
+        samplers.sample(model, schedule, jnp.asarray(x_T), jax.random.key(0), sampler="ddim", num_steps=4,
+                        prediction="epsilon", learned_variance=True)
+
+
+def test_clip_range_bounds_x0():
+    schedule = schedules.make_schedule("cosine", 1000)
+    x0_model = lambda x, t: jnp.full_like(x, 7.0)  # an x₀-prediction far outside any range
+    draw = lambda clip_range: samplers.sample(x0_model, schedule, jnp.zeros((2, 3)), jax.random.key(0),
+                                              sampler="ddpm", num_steps=3, prediction="x0", clip_x0=True,
+                                              clip_range=clip_range)
+    np.testing.assert_allclose(draw(5.0), 5.0, rtol=1e-6)  # the final step returns the clipped x̂₀
+    np.testing.assert_allclose(draw(1.0), 1.0, rtol=1e-6)
+
+
+def test_guidance_leaves_a_learned_variance_unguided():
+    apply = lambda x, t, condition: jnp.concatenate([x * condition[:, None], x + condition[:, None]], axis=-1)
+    x, t = jnp.ones((2, 3)), jnp.zeros((2,), jnp.int32)
+    condition, null = jnp.full((2,), 2.0), jnp.full((2,), 0.5)
+    guided = samplers.classifier_free_guidance(apply, condition, null, 4.0, learned_variance=True)(x, t)
+    chex.assert_trees_all_close(guided[:, :3], jnp.full((2, 3), 0.5 + 4.0 * 1.5))  # ε guided
+    chex.assert_trees_all_close(guided[:, 3:], jnp.full((2, 3), 3.0))  # the variance: the conditional pass's

@@ -73,14 +73,18 @@ def _naive_attention(query, key, value, mask):
     for b in range(query.shape[0]):
         for h in range(query.shape[2]):
             for i in range(query.shape[1]):
-                allowed = np.ones(key.shape[1], bool) if mask is None else np.asarray(mask[i])
+                rows = None if mask is None else np.asarray(mask)
+                rows = rows[b] if rows is not None and rows.ndim == 3 else rows  # a mask per example
+                allowed = np.ones(key.shape[1], bool) if rows is None else rows[i]
                 scores = np.where(allowed, key[b, :, h] @ query[b, i, h] / np.sqrt(query.shape[-1]), -np.inf)
                 weights = np.exp(scores - scores.max())
                 out[b, i, h] = weights / weights.sum() @ value[b, :, h]
     return out
 
 
-MASKS = {"none": None, **{kind: attention_mask(kind, 3, 3, 3, 3) for kind in ("full", "row", "column", "conv")}}
+MASKS = {"none": None, **{kind: attention_mask(kind, 3, 3, 3, 3) for kind in ("full", "row", "column", "conv")},
+         # per example (Karlo's text padding): example 0 sees keys 0 .. 4, example 1 keys 0 .. 7, from every query
+         "per_example": np.broadcast_to(np.arange(12) <= np.array([[4], [7]]), (12, 2, 12)).transpose(1, 0, 2)}
 
 
 @pytest.mark.parametrize("implementation", ["einsum", "xla", "auto"])

@@ -1,0 +1,25 @@
+"""Sampling Kakao Brain's Karlo unCLIP (v1 alpha) from its diffusers snapshot (docs/weights.md):
+
+  python run.py unclip-generate --weights karlo-v1-alpha --prompt "a red boat on a lake" --num-samples 4
+  python run.py variations --weights karlo-v1-alpha-image-variations --image boat.jpg --num-samples 4
+
+run.py reads this config when --weights is given without --config. The steps and guidance
+scales are diffusers' UnCLIPPipeline defaults; each stage samples with DDPM on Karlo's schedule.
+"""
+
+from dalle_jax.config import base_config
+
+
+def get_config(variant: str = "default"):
+    if variant != "default":
+        raise ValueError(f"unknown variant {variant!r} of karlo.py; expected 'default'")
+    c = base_config()
+    c.task = "karlo"
+    c.karlo = dict(
+        dtype="float32",  # of parameters and computation; bfloat16 halves the memory (accelerators)
+        batch_size=4,  # images sampled at once
+        prior=dict(num_steps=25, guidance_scale=4.0),
+        decoder=dict(num_steps=25, guidance_scale=8.0),
+        super_res=dict(num_steps=7),  # all but the last by super_res_first, the last by super_res_last
+    )
+    return c
