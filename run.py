@@ -442,8 +442,11 @@ def _karlo(config):
     return Karlo.load(snapshot, jnp.dtype(config.karlo.dtype))
 
 
-def _karlo_steps(config) -> dict[str, int]:
-    return {stage: config.karlo[stage].num_steps for stage in ("prior", "decoder", "super_res")}
+def _karlo_sampling(config) -> dict:
+    from dalle_jax.pipelines.karlo import STAGES, StageSampling
+
+    return {stage: StageSampling(**{**config.karlo[stage].to_dict(), "guidance_interval": tuple(
+        config.karlo[stage].guidance_interval)}) for stage in STAGES}
 
 
 def _karlo_generate(config) -> None:
@@ -454,9 +457,7 @@ def _karlo_generate(config) -> None:
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
     batch = config.karlo.batch_size
     images = np.concatenate([
-        karlo.generate(prompts[i: i + batch], jax.random.fold_in(rng, i // batch), steps=_karlo_steps(config),
-                       prior_guidance=config.karlo.prior.guidance_scale,
-                       decoder_guidance=config.karlo.decoder.guidance_scale)
+        karlo.generate(prompts[i: i + batch], jax.random.fold_in(rng, i // batch), _karlo_sampling(config))
         for i in range(0, len(prompts), batch)])
     _save_rows([images], prompts, "karlo_samples.png", FLAGS.num_samples, out_dir=pathlib.Path("."))
 
@@ -497,8 +498,7 @@ def _karlo_variations(config) -> None:
         image = images.read_input_image(FLAGS.image[0], karlo.image_encoder_size, max_pixels=config.data.max_pixels)
     except (OSError, images.Rejected) as error:
         raise app.UsageError(f"cannot read image {FLAGS.image[0]}: {error}")
-    out = karlo.variations(image, FLAGS.num_samples, jax.random.key(config.seed), steps=_karlo_steps(config),
-                           decoder_guidance=config.karlo.decoder.guidance_scale)
+    out = karlo.variations(image, FLAGS.num_samples, jax.random.key(config.seed), _karlo_sampling(config))
     original = images.read_input_image(FLAGS.image[0], out.shape[1], max_pixels=config.data.max_pixels)
     _save_rows([original[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
                "karlo_variations.png", FLAGS.num_samples + 1, out_dir=pathlib.Path("."))

@@ -72,12 +72,13 @@ def run_jax(snapshot: str, batch: int, repeats: int, dtype: str) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dalle_jax.pipelines.karlo import Karlo
+    from dalle_jax.pipelines.karlo import DEFAULT_SAMPLING, Karlo
 
+    assert {stage: s.num_steps for stage, s in DEFAULT_SAMPLING.items()} == STEPS  # diffusers' defaults, both sides
     tick = time.perf_counter()
     karlo = Karlo.load(snapshot, jnp.dtype(dtype))
     load = time.perf_counter() - tick
-    call = lambda: karlo.generate([PROMPT] * batch, jax.random.key(0), steps=STEPS)
+    call = lambda: karlo.generate([PROMPT] * batch, jax.random.key(0))
     return {"load_s": round(load, 1), **timed(call, repeats), "device": jax.devices()[0].device_kind}
 
 

@@ -4,10 +4,17 @@
   python run.py variations --weights karlo-v1-alpha-image-variations --image boat.jpg --num-samples 4
 
 run.py reads this config when --weights is given without --config. The steps and guidance
-scales are diffusers' UnCLIPPipeline defaults; each stage samples with DDPM on Karlo's schedule.
+scales are diffusers' UnCLIPPipeline defaults, each stage sampling with DDPM on Karlo's schedule;
+`sampler` may also be ddim or dpm_solver_pp (with `eta`), which read the decoder's ε alone, and
+guidance applies where t / T is within `guidance_interval`.
 """
 
 from dalle_jax.config import base_config
+
+
+def _stage(num_steps: int, guidance_scale: float = 1.0):
+    return dict(sampler="ddpm", num_steps=num_steps, eta=0.0, guidance_scale=guidance_scale,
+                guidance_interval=(0.0, 1.0))
 
 
 def get_config(variant: str = "default"):
@@ -18,8 +25,8 @@ def get_config(variant: str = "default"):
     c.karlo = dict(
         dtype="float32",  # of parameters and computation; bfloat16 halves the memory (accelerators)
         batch_size=4,  # images sampled at once
-        prior=dict(num_steps=25, guidance_scale=4.0),
-        decoder=dict(num_steps=25, guidance_scale=8.0),
-        super_res=dict(num_steps=7),  # all but the last by super_res_first, the last by super_res_last
+        prior=_stage(25, guidance_scale=4.0),
+        decoder=_stage(25, guidance_scale=8.0),
+        super_res=_stage(7),  # all but the last step by super_res_first, the last by super_res_last; unguided
     )
     return c

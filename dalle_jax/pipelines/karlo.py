@@ -1,10 +1,11 @@
 """Karlo's unCLIP pipeline in JAX: prompt → CLIP text encoder → prior (image embedding) →
 decoder (64 px) → super-resolution (256 px), as diffusers' UnCLIPPipeline runs it.
 
-Each stage samples with this project's `diffusion.samplers.sample` (DDPM on the respaced cosine
-schedule, which is what Karlo's UnCLIPScheduler computes) and classifier-free guidance; the
-super-resolution stage takes every step but the last with `super_res_first` and the last with
-`super_res_last`. Every stage is one jitted function of its parameters (passed in, not closed
+Each stage samples with this project's `diffusion.samplers.sample` and classifier-free guidance,
+as its `StageSampling` says: by default DDPM on the respaced cosine schedule, which is what
+Karlo's UnCLIPScheduler computes, at diffusers' steps and scales; DDIM and DPM-Solver++ use the
+decoder's ε alone (its learned variance is DDPM's). The super-resolution stage takes every step
+but the last with `super_res_first` and the last with `super_res_last`. Every stage is one jitted function of its parameters (passed in, not closed
 over, so that a billion parameters never become constants of the compiled program).
 """
 
@@ -25,7 +26,22 @@ from dalle_jax.models.pixels import to_uint8
 from dalle_jax.weights import karlo
 
 STAGES = ("prior", "decoder", "super_res")
-DEFAULT_STEPS = {"prior": 25, "decoder": 25, "super_res": 7}  # diffusers' UnCLIPPipeline defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSampling:
+    """How one stage samples: a sampler of `samplers.SAMPLERS`, its steps and η, and the guidance
+    scale, applied where `t / T` lies in `guidance_interval` (everywhere if None)."""
+
+    num_steps: int
+    guidance_scale: float = 1.0
+    sampler: str = "ddpm"
+    eta: float = 0.0
+    guidance_interval: tuple[float, float] | None = None
+
+
+# diffusers' UnCLIPPipeline defaults (the super-resolution stage is not guided)
+DEFAULT_SAMPLING = {"prior": StageSampling(25, 4.0), "decoder": StageSampling(25, 8.0), "super_res": StageSampling(7)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,28 +101,25 @@ class Karlo:
 
     # -- end to end ----------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], rng, *, steps: dict[str, int] = DEFAULT_STEPS,
-                 prior_guidance: float = 4.0, decoder_guidance: float = 8.0) -> np.ndarray:
+    def generate(self, prompts: Sequence[str], rng, sampling: dict[str, StageSampling] = DEFAULT_SAMPLING) -> np.ndarray:
         """`uint8 [len(prompts), S, S, 3]`: one image per prompt (repeat a prompt for more)."""
         text, null = self.encode_text(prompts), self.encode_text([""])
         prior_key, *keys = jax.random.split(rng, 3)
-        embeddings = self.image_embeddings(text, null, prior_key, steps=steps["prior"], guidance_scale=prior_guidance)
-        return self._images(embeddings, text, null, keys, steps, decoder_guidance)
+        embeddings = self.image_embeddings(text, null, prior_key, sampling["prior"])
+        return self._images(embeddings, text, null, keys, sampling)
 
-    def variations(self, image: np.ndarray, num: int, rng, *, steps: dict[str, int] = DEFAULT_STEPS,
-                   decoder_guidance: float = 8.0) -> np.ndarray:
+    def variations(self, image: np.ndarray, num: int, rng,
+                   sampling: dict[str, StageSampling] = DEFAULT_SAMPLING) -> np.ndarray:
         """`uint8 [num, S, S, 3]` decoded from `image`'s CLIP embedding (`uint8 [s, s, 3]` at
         `image_encoder_size`), with the empty prompt, as diffusers' UnCLIPImageVariationPipeline."""
         embedding = _encode(*self._image_encoder(), jnp.asarray(image[None]))
         empty = self.encode_text([""] * num)
-        return self._images(jnp.repeat(embedding, num, axis=0), empty, empty, jax.random.split(rng, 2), steps,
-                            decoder_guidance)
+        return self._images(jnp.repeat(embedding, num, axis=0), empty, empty, jax.random.split(rng, 2), sampling)
 
-    def _images(self, embeddings, text, null, keys, steps, decoder_guidance) -> np.ndarray:
+    def _images(self, embeddings, text, null, keys, sampling) -> np.ndarray:
         small_size, size = self.image_sizes
-        small = self.decode(embeddings, text, null, keys[0], size=small_size, steps=steps["decoder"],
-                            guidance_scale=decoder_guidance)
-        return np.asarray(to_uint8(self.super_resolve(small, keys[1], size=size, steps=steps["super_res"])))
+        small = self.decode(embeddings, text, null, keys[0], sampling["decoder"], size=small_size)
+        return np.asarray(to_uint8(self.super_resolve(small, keys[1], sampling["super_res"], size=size)))
 
     # -- the stages --------------------------------------------------------------------------
 
@@ -116,32 +129,33 @@ class Karlo:
         embeddings, hidden = _encode(self.modules["text_encoder"], self.params["text_encoder"], jnp.asarray(tokens))
         return TextConditioning(embeddings, hidden, jnp.asarray(karlo.text_mask(tokens, self.tokenizer.eos_id)))
 
-    def image_embeddings(self, text: TextConditioning, null: TextConditioning, rng, *, steps: int = 25,
-                         guidance_scale: float = 4.0, noise=None, step_noise=None) -> jax.Array:
+    def image_embeddings(self, text: TextConditioning, null: TextConditioning, rng,
+                         sampling: StageSampling = DEFAULT_SAMPLING["prior"], *, noise=None,
+                         step_noise=None) -> jax.Array:
         """The prior's CLIP image embeddings `[b, P]` for the prompts of `text` (`null`: the empty prompt's)."""
         batch = text.embeddings.shape[0]
         noise = jax.random.normal(jax.random.fold_in(rng, 0), (batch, self.embedding_dim)) if noise is None else noise
         mean, std = self.prior_statistics
-        return _sample_prior(self.modules["prior"], self.schedules["prior"], steps, guidance_scale,
-                             self.params["prior"], text.tree(), _repeat(null, batch).tree(), jnp.asarray(noise),
+        return _sample_prior(self.modules["prior"], self.schedules["prior"], sampling, self.params["prior"], text.tree(), _repeat(null, batch).tree(), jnp.asarray(noise),
                              rng, step_noise) * std + mean
 
-    def decode(self, image_embeddings, text: TextConditioning, null: TextConditioning, rng, *, size: int,
-               steps: int = 25, guidance_scale: float = 8.0, noise=None, step_noise=None) -> jax.Array:
+    def decode(self, image_embeddings, text: TextConditioning, null: TextConditioning, rng,
+               sampling: StageSampling = DEFAULT_SAMPLING["decoder"], *, size: int, noise=None,
+               step_noise=None) -> jax.Array:
         """The decoder's images `[b, size, size, 3]` in [-1, 1]."""
         batch = image_embeddings.shape[0]
         if noise is None:
             noise = jax.random.normal(jax.random.fold_in(rng, 0), (batch, size, size, 3))
-        return _sample_decoder(self.modules["decoder"], self.schedules["decoder"], steps, guidance_scale,
-                               self.params["decoder"], image_embeddings, text.tree(), _repeat(null, batch).tree(),
+        return _sample_decoder(self.modules["decoder"], self.schedules["decoder"], sampling, self.params["decoder"], image_embeddings, text.tree(), _repeat(null, batch).tree(),
                                jnp.asarray(noise), rng, step_noise)
 
-    def super_resolve(self, images, rng, *, size: int, steps: int = 7, noise=None, step_noise=None) -> jax.Array:
+    def super_resolve(self, images, rng, sampling: StageSampling = DEFAULT_SAMPLING["super_res"], *, size: int,
+                      noise=None, step_noise=None) -> jax.Array:
         """`images [b, h, w, 3]` in [-1, 1] to `[b, size, size, 3]` in [-1, 1]."""
         if noise is None:
             noise = jax.random.normal(jax.random.fold_in(rng, 0), (images.shape[0], size, size, 3))
         return _sample_super_res(self.modules["super_res_first"], self.modules["super_res_last"],
-                                 self.schedules["super_res"], steps, self.params["super_res_first"],
+                                 self.schedules["super_res"], sampling, self.params["super_res_first"],
                                  self.params["super_res_last"], images, jnp.asarray(noise), rng, step_noise)
 
 
@@ -155,41 +169,48 @@ def _encode(module, params, tokens):
     return module.apply({"params": params}, tokens)
 
 
-def _sample(model_fn, schedule: karlo.StageSchedule, steps: int, noise, rng, step_noise, *, learned_variance=False):
-    return samplers.sample(model_fn, make_schedule("cosine", schedule.num_timesteps), noise, rng, sampler="ddpm",
-                           num_steps=steps, prediction=schedule.prediction, clip_x0=schedule.clip_range > 0,
-                           clip_range=schedule.clip_range, step_noise=step_noise,
-                           learned_variance=learned_variance)
+def _guided(apply, condition, null, schedule: karlo.StageSchedule, sampling: StageSampling):
+    interval = sampling.guidance_interval
+    interval = None if interval is None else tuple(f * schedule.num_timesteps for f in interval)
+    return samplers.classifier_free_guidance(apply, condition, null, sampling.guidance_scale, interval,
+                                             learned_variance=schedule.learned_variance)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _sample_prior(module, schedule, steps, guidance_scale, params, text, null, noise, rng, step_noise):
+def _sample(model_fn, schedule: karlo.StageSchedule, sampling: StageSampling, noise, rng, step_noise):
+    learned_variance = schedule.learned_variance and sampling.sampler == "ddpm"
+    if schedule.learned_variance and not learned_variance:  # DDIM, DPM-Solver++: the prediction alone
+        guided = model_fn
+        model_fn = lambda x, t: jnp.split(guided(x, t), 2, axis=-1)[0]
+    return samplers.sample(model_fn, make_schedule("cosine", schedule.num_timesteps), noise, rng,
+                           sampler=sampling.sampler, num_steps=sampling.num_steps, eta=sampling.eta,
+                           prediction=schedule.prediction, clip_x0=schedule.clip_range > 0,
+                           clip_range=schedule.clip_range, step_noise=step_noise, learned_variance=learned_variance)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_prior(module, schedule, sampling, params, text, null, noise, rng, step_noise):
     def apply(z, t, condition):
         embeddings, hidden, mask = condition
         return module.apply({"params": params}, z, t, embeddings, hidden, mask)
 
-    model_fn = samplers.classifier_free_guidance(apply, text, null, guidance_scale)
-    return _sample(model_fn, schedule, steps, noise, rng, step_noise)
+    return _sample(_guided(apply, text, null, schedule, sampling), schedule, sampling, noise, rng, step_noise)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _sample_decoder(module, schedule, steps, guidance_scale, params, image_embeddings, text, null, noise, rng,
-                    step_noise):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_decoder(module, schedule, sampling, params, image_embeddings, text, null, noise, rng, step_noise):
     def apply(x, t, condition):
         image_embedding, (embeddings, hidden, mask) = condition
         return module.apply({"params": params}, x, t, image_embedding, embeddings, hidden, mask)
 
     null_image = jnp.broadcast_to(params["null_image_embedding"], image_embeddings.shape)
-    model_fn = samplers.classifier_free_guidance(apply, (image_embeddings, text), (null_image, null), guidance_scale,
-                                                 learned_variance=schedule.learned_variance)
-    images = _sample(model_fn, schedule, steps, noise, rng, step_noise, learned_variance=schedule.learned_variance)
-    return jnp.clip(images, -1.0, 1.0)
+    model_fn = _guided(apply, (image_embeddings, text), (null_image, null), schedule, sampling)
+    return jnp.clip(_sample(model_fn, schedule, sampling, noise, rng, step_noise), -1.0, 1.0)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _sample_super_res(first, last, schedule, steps, first_params, last_params, low_res, noise, rng, step_noise):
+def _sample_super_res(first, last, schedule, sampling, first_params, last_params, low_res, noise, rng, step_noise):
     def model_fn(x, t):  # every step with `first` but the final one (t = 0), which `last` takes
         run = lambda module, params: lambda: module.apply({"params": params}, x, t, low_res)
         return jax.lax.cond(t[0] == 0, run(last, last_params), run(first, first_params))
 
-    return jnp.clip(_sample(model_fn, schedule, steps, noise, rng, step_noise), -1.0, 1.0)
+    return jnp.clip(_sample(model_fn, schedule, sampling, noise, rng, step_noise), -1.0, 1.0)
