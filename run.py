@@ -343,12 +343,13 @@ def train_captioner(config) -> None:
     _train_task(config, CaptionerTask.from_config(config, _workdir()))
 
 
-def _read_image(path: str, config):
-    """An --image file as the models see it (`images.read_input_image`), or a one-line refusal naming it."""
+def _read_image(path: str, config, size: int | None = None):
+    """An --image file as the models see it (`images.read_input_image`, at `size` or the data's
+    size), or a one-line refusal naming it."""
     from dalle_jax.data import images
 
     try:
-        return images.read_input_image(path, config.data.image_size, max_pixels=config.data.max_pixels)
+        return images.read_input_image(path, size or config.data.image_size, max_pixels=config.data.max_pixels)
     except (OSError, images.Rejected) as error:
         raise app.UsageError(f"cannot read image {path}: {error}")
 
@@ -489,17 +490,11 @@ def _images(count: int, command: str, config):
 def _karlo_variations(config) -> None:
     import jax
 
-    from dalle_jax.data import images
-
-    if len(FLAGS.image) != 1:
-        raise app.UsageError(f"variations needs exactly 1 --image file, got {len(FLAGS.image)}")
+    _images(1, "variations", config)  # a bad file is refused before the model loads
     karlo = _karlo(config)
-    try:
-        image = images.read_input_image(FLAGS.image[0], karlo.image_encoder_size, max_pixels=config.data.max_pixels)
-    except (OSError, images.Rejected) as error:
-        raise app.UsageError(f"cannot read image {FLAGS.image[0]}: {error}")
+    image = _read_image(FLAGS.image[0], config, karlo.image_encoder_size)
     out = karlo.variations(image, FLAGS.num_samples, jax.random.key(config.seed), _karlo_sampling(config))
-    original = images.read_input_image(FLAGS.image[0], out.shape[1], max_pixels=config.data.max_pixels)
+    original = _read_image(FLAGS.image[0], config, out.shape[1])
     _save_rows([original[None], out], ["original"] + [f"variation {i + 1}" for i in range(len(out))],
                "karlo_variations.png", FLAGS.num_samples + 1, out_dir=pathlib.Path("."))
 
