@@ -5,8 +5,9 @@ Each stage samples with this project's `diffusion.samplers.sample` and classifie
 as its `StageSampling` says: by default DDPM on the respaced cosine schedule, which is what
 Karlo's UnCLIPScheduler computes, at diffusers' steps and scales; DDIM and DPM-Solver++ use the
 decoder's ε alone (its learned variance is DDPM's). The super-resolution stage takes every step
-but the last with `super_res_first` and the last with `super_res_last`. Every stage is one jitted function of its parameters (passed in, not closed
-over, so that a billion parameters never become constants of the compiled program).
+but the last with `super_res_first` and the last with `super_res_last`. Every stage is one jitted
+function of its parameters (passed in, not closed over, so that a billion parameters never become
+constants of the compiled program).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class TextConditioning:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Karlo:
+    """A loaded Karlo snapshot: its modules and parameters by component, and how each stage samples."""
+
     snapshot: pathlib.Path
     modules: dict[str, Any]  # text_encoder, prior, decoder, super_res_first, super_res_last[, image_encoder]
     params: dict[str, Any]
