@@ -290,9 +290,12 @@ class UNetLayout:
         return residual, attention
 
 
-def unet_module(config_file: pathlib.Path, config: dict, dtype=jnp.float32) -> tuple[UNet, UNetLayout]:
-    """The `UNet` (and its layout) of a Karlo UNet2DConditionModel or UNet2DModel `config.json`."""
-    _check(config_file, config, _UNET_SUPPORTED)
+def unet_module(config_file: pathlib.Path, config: dict, dtype=jnp.float32,
+                class_embed_type: str | None = None) -> tuple[UNet, UNetLayout]:
+    """The `UNet` (and its layout) of a Karlo UNet2DConditionModel or UNet2DModel `config.json`;
+    its `class_embed_type` must be the caller's (the decoder's `identity`: the CLIP embeddings
+    added to the timestep embedding; none for the super-resolution UNets)."""
+    _check(config_file, config, dict(_UNET_SUPPORTED, class_embed_type=class_embed_type))
     down, up = list(config["down_block_types"]), list(config["up_block_types"])
     if not set(down) <= {_ATTENTION_DOWN, _PLAIN_DOWN} or not set(up) <= {_ATTENTION_UP, _PLAIN_UP}:
         raise ValueError(f"{config_file}: block types {down} / {up} are not Karlo's ({_PLAIN_DOWN}, "
@@ -381,10 +384,7 @@ def load_decoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[KarloDecode
     as one `KarloDecoder`, and its parameters."""
     config_file, config = component_config(snapshot, "decoder")
     proj_file, proj_config = component_config(snapshot, "text_proj")
-    if config.get("class_embed_type") != "identity":
-        raise ValueError(f"{config_file}: class_embed_type {config.get('class_embed_type')!r} is not 'identity' "
-                         "(Karlo adds the projected CLIP embeddings to the timestep embedding)")
-    unet, layout = unet_module(config_file, {k: v for k, v in config.items() if k != "class_embed_type"}, dtype)
+    unet, layout = unet_module(config_file, config, dtype, class_embed_type="identity")
     context_dim = config["cross_attention_dim"]
     if proj_config.get("cross_attention_dim") != context_dim:
         raise ValueError(f"{proj_file}: cross_attention_dim {proj_config.get('cross_attention_dim')} is not the "
