@@ -168,6 +168,12 @@ def transformer_block_name(prefix: str, inner: tuple[str, ...]):
     return f"{prefix}.ff.{ {'Dense_0': 'net.0.proj', 'Dense_1': 'net.2'}[dense]}.{suffix}", transform
 
 
+def _timestep_name(rest):
+    """diffusers' name of a `TimestepMLP` parameter (`Dense_0` / `Dense_1`, kernel or bias)."""
+    suffix, transform = _DENSE[rest[1]]
+    return f"time_embedding.{ {'Dense_0': 'linear_1', 'Dense_1': 'linear_2'}[rest[0]]}.{suffix}", transform
+
+
 _PRIOR_DENSES = {"caption_in": "encoder_hidden_states_proj", "text_embedding_in": "embedding_proj",
                  "image_embedding_in": "proj_in", "out": "proj_to_clip_embeddings"}
 
@@ -183,8 +189,7 @@ def prior_name(path: tuple[str, ...]):
     if top == "position":
         return "positional_embedding", reshaped
     if top.startswith("TimestepMLP"):
-        suffix, transform = _DENSE[rest[1]]
-        return f"time_embedding.{ {'Dense_0': 'linear_1', 'Dense_1': 'linear_2'}[rest[0]]}.{suffix}", transform
+        return _timestep_name(rest)
     block, *inner = rest  # top is TransformerStack_0
     if block == "final_norm":
         return f"norm_out.{_LAYER_NORMS[inner[0]]}", as_is
@@ -365,11 +370,6 @@ def unet_name(layout: UNetLayout):
         return _leaf({"Conv_0": "conv_in", "GroupNorm_0": "conv_norm_out", "Conv_1": "conv_out"}[top], top, rest[0])
 
     return rule
-
-
-def _timestep_name(rest):
-    suffix, transform = _DENSE[rest[1]]
-    return f"time_embedding.{ {'Dense_0': 'linear_1', 'Dense_1': 'linear_2'}[rest[0]]}.{suffix}", transform
 
 
 # -- the decoder (with the text projection) and the super-resolution UNets ----------------
