@@ -34,8 +34,9 @@ Commands:
   train-prior           DALL·E 2: train the config's prior (prior.kind: diffusion or autoregressive) into
                         --workdir/prior_KIND (needs --workdir/clip)
   train-decoder         DALL·E 2: train the CLIP-conditioned diffusion decoder into --workdir/decoder
-  train-upsampler       DALL·E 2: train the diffusion upsampler into --workdir/upsampler
-  unclip-generate       DALL·E 2: prior → decoder → upsampler for each --prompt; PNG grid to --out
+  train-upsampler       DALL·E 2: train upsampler --stage N (default 1) of the config's cascade (upsamplers)
+                        into --workdir/SECTION (upsampler for the one stage of shapes_unclip.py)
+  unclip-generate       DALL·E 2: prior → decoder → upsamplers for each --prompt; PNG grid to --out
                         (--weights DIR: Karlo's released unCLIP from its diffusers snapshot, 256 px)
   variations            DALL·E 2: --num-samples decodings of an --image's CLIP embedding; PNG grid to --out
                         (--weights DIR: Karlo's image-variation snapshot)
@@ -60,6 +61,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -79,6 +81,8 @@ flags.DEFINE_integer("num_samples", 4, "images per prompt for generate", lower_b
 flags.DEFINE_integer("rerank", 0, "generate/eval: draw this many plain samples per prompt and rerank them "
                      "with the CLIP in --workdir/clip, in place of sample.candidates (0: no CLIP reranking)",
                      lower_bound=0)
+flags.DEFINE_integer("stage", 1, "train-upsampler: which upsampler of the config's cascade (from 1, lowest "
+                     "resolution first)", lower_bound=1)
 flags.DEFINE_integer("keep", 1, "generate: candidates kept per prompt after reranking", lower_bound=1)
 flags.DEFINE_multi_string("image", [], "caption: an image file (PNG/JPEG; repeat the flag for several)")
 flags.DEFINE_enum("mode", None, ["alt", "short", "descriptive"], "train-captioner/caption/recaption: captioner mode")
@@ -406,9 +410,12 @@ def train_decoder(config) -> None:
 
 
 def train_upsampler(config) -> None:
+    from dalle_jax.config import stage_config
     from dalle_jax.tasks.decoder import UpsamplerTask
 
-    _train_stage(config, "upsampler", UpsamplerTask)
+    task = UpsamplerTask.from_config(config, stage=FLAGS.stage)  # refuses a stage the cascade has not
+    staged = stage_config(config, task.name)
+    _train_task(staged, dataclasses.replace(task, config=staged))
 
 
 def _unclip(config):
@@ -440,7 +447,7 @@ def _karlo(config):
     if not (snapshot / "model_index.json").is_file():
         raise app.UsageError(f"--weights {snapshot}: no model_index.json there; it is the directory of a Karlo "
                              f"snapshot in the diffusers layout (docs/weights.md)")
-    return Karlo.load(snapshot, jnp.dtype(config.karlo.dtype))
+    return Karlo.load(snapshot, jnp.dtype(config.karlo.dtype), config.karlo.image_encoder or None)
 
 
 def _karlo_sampling(config) -> dict:
@@ -458,8 +465,8 @@ def _karlo_generate(config) -> None:
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_samples)]
     batch = config.karlo.batch_size
     images = np.concatenate([
-        karlo.generate(prompts[i: i + batch], jax.random.fold_in(rng, i // batch), _karlo_sampling(config))
-        for i in range(0, len(prompts), batch)])
+        karlo.generate(prompts[i: i + batch], jax.random.fold_in(rng, i // batch), _karlo_sampling(config),
+                       config.karlo.candidates) for i in range(0, len(prompts), batch)])
     _save_rows([images], prompts, "karlo_samples.png", FLAGS.num_samples, out_dir=pathlib.Path("."))
 
 
@@ -582,7 +589,7 @@ COMMAND_FLAGS = {
     "train-image-tokenizer": ("resume",), "import-weights": ("kind", "source"), "train": ("resume",),
     "train-clip": ("resume",), "eval-clip": (), "generate": ("prompt", "num_samples", "rerank", "keep", "out"),
     "eval": ("rerank",), "train-captioner": ("mode", "resume"), "caption": ("image", "mode"), "recaption": ("mode",),
-    "dalle3-experiment": (), "train-prior": ("resume",), "train-decoder": ("resume",), "train-upsampler": ("resume",),
+    "dalle3-experiment": (), "train-prior": ("resume",), "train-decoder": ("resume",), "train-upsampler": ("stage", "resume"),
     "unclip-generate": ("prompt", "num_samples", "out", "weights"),
     "variations": ("image", "num_samples", "out", "weights"),
     "interpolate": ("image", "num_samples", "out"), "text-diff": ("image", "prompt", "num_samples", "out"),

@@ -83,11 +83,11 @@ def main():
         np.savez_compressed(workdir / "best_of_draws.npz", small=np.asarray(to_uint8(draws)), correct=correct,
                             embeddings=np.stack(embedded, axis=1), prompts=np.asarray(prompts))
 
-    upsampler_noise = jax.random.normal(jax.random.key(args.seed + 1), unclip.upsampler.noise_shape(draws[:, 0].shape))
     results, picks = {}, {}
     for k in sorted({2 ** i for i in range(args.candidates.bit_length())} | {args.candidates}):
         low_res = draws[:, 0] if k == 1 else unclip.best_by_clip(draws[:, :k].reshape(-1, *draws.shape[2:]), prompts, k)
-        images = unclip.upsample(to_unit_range(to_uint8(low_res)), upsampler_noise, jax.random.key(args.seed + 2))
+        images = unclip.upsample(to_unit_range(to_uint8(low_res)), jax.random.key(args.seed + 2),
+                                 jax.random.key(args.seed + 1))  # every k from the same noise
         summary = generation.score_images(images, scenes)["all"]
         results[f"best_of_{k}"] = {key: summary[key] for key in ("colour", "shape", "size", "count", "all_correct")}
         results[f"best_of_{k}"]["any_of_k"] = float(correct[:k].max(axis=0).mean())

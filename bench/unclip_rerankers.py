@@ -64,9 +64,9 @@ def main():
     if [scene.describe() for scene in scenes] != prompts:
         raise ValueError(f"{draws_file} holds other scenes than --prompts {args.prompts} gives")
 
-    noise = jax.random.normal(jax.random.key(args.seed + 1), unclip.upsampler.noise_shape(small[:, 0].shape))
-    start = time.perf_counter()
-    full = np.stack([unclip.upsample(to_unit_range(small[:, d]), noise, jax.random.key(args.seed + 2))
+    start = time.perf_counter()  # every draw upsampled from the same noise
+    full = np.stack([unclip.upsample(to_unit_range(small[:, d]), jax.random.key(args.seed + 2),
+                                     jax.random.key(args.seed + 1))
                      for d in tqdm.trange(small.shape[1], desc="upsampling draws", unit="draw")], axis=1)
     upsample_seconds = time.perf_counter() - start
     correct = np.array([[oracle.score(image, scene)["all_correct"] for image in images]

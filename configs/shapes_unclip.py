@@ -5,14 +5,18 @@
   python run.py train-clip $W            # this file's `model`, `train` and `optim` sections
   python run.py train-prior $W           # --config.prior.kind=autoregressive for the other prior
   python run.py train-decoder $W
-  python run.py train-upsampler $W
+  python run.py train-upsampler $W       # --stage N: the Nth of `upsamplers` (the cascade variant has two)
   python run.py unclip-generate $W --prompt "a small red circle" --num-samples 8
   python run.py eval $W                  # oracle accuracy, as for DALL·E 1
 
 Prior, decoder and upsampler train in 41 minutes on 2 CPU cores (docs/unclip.md, "Paying for decoder steps"). Each stage
 section (`prior`, `decoder`, `upsampler`) carries its own `train` and `optim`,
-laid over the shared ones (`config.stage_config`). The paper's chain 64 → 256 → 1024 is a
-second upsampler config with other sizes; here one stage suffices.
+laid over the shared ones (`config.stage_config`).
+
+The upsamplers are a cascade, `upsamplers` naming their sections lowest resolution first; each
+upsamples to the next one's `low_res_size`, the last to `data.image_size`. The paper chains two
+(64 → 256 → 1024); the `cascade` variant does so on shapes: a 16×16 decoder, then 16 → 32 →
+64, the last stage being the default's `upsampler` (docs/unclip.md, "A cascade of two upsamplers").
 """
 
 import pathlib
@@ -20,6 +24,7 @@ import pathlib
 from dalle_jax.config import config_from_file
 
 HERE = pathlib.Path(__file__).parent
+VARIANTS = ("default", "tiny", "cascade", "tiny_cascade")
 
 
 def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, guidance_interval=(0.0, 1.0), eta=0.0,
@@ -36,10 +41,11 @@ def _diffusion(prediction, sampler, num_steps, spacing, guidance_scale=1.0, guid
 
 
 def get_config(variant: str = "default"):
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"unknown variant {variant!r} of shapes_unclip.py; expected 'default' or 'tiny'")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} of shapes_unclip.py; expected one of {VARIANTS}")
     # CLIP (train-clip reads `model`, `train`, `optim`): issue 4's, reading the images box-averaged to its size.
-    c = config_from_file(HERE / f"shapes_clip.py:{variant}")
+    size = "tiny" if variant.startswith("tiny") else "default"  # of the configs this one builds on
+    c = config_from_file(HERE / f"shapes_clip.py:{size}")
     c.task = "unclip"
     c.model.image_size = c.data.image_size
     c.data.image_size *= 2
@@ -88,12 +94,13 @@ def get_config(variant: str = "default"):
         train=dict(steps=300, batch_size=32, log_every=100, save_every=300, eval_every=0),
         optim=dict(learning_rate=1e-3, warmup_steps=100, weight_decay=0.0, ema_decay=0.999),
     )
+    c.upsamplers = ("upsampler",)  # the cascade: its stages' sections, lowest resolution first
     # DALL·E 3's captioner, trained on this work dir's CLIP (`train-captioner --mode alt`, then `--mode descriptive`),
     # only to compare ways of choosing among draws (bench/unclip_rerankers.py; docs/unclip.md, "Choosing among draws").
-    c.captioner = config_from_file(HERE / f"shapes_dalle3.py:{variant}").captioner
+    c.captioner = config_from_file(HERE / f"shapes_dalle3.py:{size}").captioner
     c.sample = dict(batch_size=64)
 
-    if variant == "tiny":
+    if size == "tiny":
         c.data.image_size, c.model.image_size = 32, 16
         c.eval.num_prompts = 4
         c.prior.model.update(width=32, depth=1, num_heads=2, head_dim=16, mlp_dim=64)
@@ -109,4 +116,9 @@ def get_config(variant: str = "default"):
         for stage in (c.prior, c.decoder, c.upsampler):
             stage.train.update(steps=3, batch_size=8, log_every=1, save_every=3)
         c.sample.batch_size = 4
+    if variant.endswith("cascade"):
+        # The first stage upsamples the decoder's images, now half the size, to the default decoder's size.
+        c.decoder.image_size //= 2
+        c.first_upsampler = c.upsampler.to_dict() | {"low_res_size": c.decoder.image_size}
+        c.upsamplers = ("first_upsampler", "upsampler")
     return c

@@ -72,8 +72,11 @@ class Models:
 
     def offered(self) -> list[str]:
         """Which tabs the page shows: "dalle", "unclip", "captioner"."""
+        from dalle_jax.tasks.decoder import upsampler_sections
+
         w = self.workdir
-        unclip = self.prior_dirs() and all(_trained(w / stage) for stage in ("clip", "decoder", "upsampler"))
+        unclip = (self.prior_dirs() and _trained(w / "clip") and _trained(w / "decoder")
+                  and all(_trained(w / name) for name in upsampler_sections(trainer.run_config(w / "decoder"))))
         return [tab for tab, present in (("dalle", _trained(w / "dalle")), ("unclip", unclip),
                                          ("captioner", self.captioner_modes())) if present]
 

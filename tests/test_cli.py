@@ -331,6 +331,8 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     run("train-text-tokenizer", *common)
     result = run("train-prior", *common, check=False)
     assert result.returncode != 0 and "run.py train-clip" in result.stderr  # names the missing stage
+    result = run("train-upsampler", *common, "--stage", "2", check=False)
+    assert result.returncode != 0 and "stages 1 to 1 (upsamplers = ('upsampler',))" in result.stderr
     for command in ("train-clip", "train-prior", "train-decoder", "train-upsampler"):
         run(command, *common, "--config.train.image_every=3")  # pictures at the last step (none for CLIP, prior)
     for stage, tag, rows in (("decoder", "pictures/samples", 2), ("upsampler", "pictures/upsampled", 3)):

@@ -80,7 +80,7 @@ def test_override_needs_equals():
 
 
 SHIPPED = {"shapes_toy": ("default", "tiny"), "shapes_dalle": ("default", "demo", "tiny", "paper"),
-           "shapes_clip": ("default", "tiny"), "shapes_unclip": ("default", "tiny"),
+           "shapes_clip": ("default", "tiny"), "shapes_unclip": ("default", "tiny", "cascade", "tiny_cascade"),
            "shapes_dalle3": ("default", "tiny"), "own_data_dalle": ("default", "paper", "cpu", "tiny"),
            "own_data_unclip": ("default", "tiny"), "karlo": ("default",)}
 

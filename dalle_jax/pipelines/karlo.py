@@ -1,5 +1,7 @@
 """Karlo's unCLIP pipeline in JAX: prompt → CLIP text encoder → prior (image embedding) →
-decoder (64 px) → super-resolution (256 px), as diffusers' UnCLIPPipeline runs it.
+decoder (64 px) → super-resolution (256 px), as diffusers' UnCLIPPipeline runs it; with
+`candidates > 1`, CLIP keeps the decoder draw nearest each prompt before super-resolution, as
+this project's own unCLIP does (its image encoder: the image-variation snapshot's).
 
 Each stage samples with this project's `diffusion.samplers.sample` and classifier-free guidance,
 as its `StageSampling` says: by default DDPM on the respaced cosine schedule, which is what
@@ -23,7 +25,8 @@ import numpy as np
 
 from dalle_jax.diffusion import samplers
 from dalle_jax.diffusion.schedules import make_schedule
-from dalle_jax.models.pixels import to_uint8
+from dalle_jax.eval import rerank
+from dalle_jax.models.pixels import to_uint8, to_unit_range
 from dalle_jax.weights import karlo
 
 STAGES = ("prior", "decoder", "super_res")
@@ -71,9 +74,11 @@ class Karlo:
     image_sizes: tuple[int, int]  # the decoder's and the super-resolution's (64 and 256 for Karlo)
 
     @classmethod
-    def load(cls, snapshot: str | pathlib.Path, dtype=jnp.float32) -> "Karlo":
+    def load(cls, snapshot: str | pathlib.Path, dtype=jnp.float32,
+             image_encoder_snapshot: str | pathlib.Path | None = None) -> "Karlo":
         """Every component of a Karlo snapshot (diffusers layout), one at a time, in `dtype`; the
-        image encoder too where the snapshot has one (the image-variation snapshot)."""
+        image encoder too where the snapshot has one (the image-variation snapshot), or from
+        `image_encoder_snapshot` (that snapshot's, for reranking the text-to-image snapshot's draws)."""
         snapshot = pathlib.Path(snapshot)
         modules, params = {}, {}
         modules["text_encoder"], params["text_encoder"], tokenizer = karlo.load_text_encoder(snapshot, dtype)
@@ -82,8 +87,9 @@ class Karlo:
         modules["decoder"], params["decoder"] = karlo.load_decoder(snapshot, dtype)
         for name in ("super_res_first", "super_res_last"):
             modules[name], params[name] = karlo.load_super_res(snapshot, name, dtype)
-        if (snapshot / "image_encoder").is_dir():
-            modules["image_encoder"], params["image_encoder"] = karlo.load_image_encoder(snapshot, dtype)
+        if image_encoder_snapshot or (snapshot / "image_encoder").is_dir():
+            modules["image_encoder"], params["image_encoder"] = karlo.load_image_encoder(
+                pathlib.Path(image_encoder_snapshot or snapshot), dtype)
         schedules = {stage: karlo.load_schedule(snapshot, f"{stage}_scheduler") for stage in STAGES}
         sizes = tuple(karlo.component_config(snapshot, name)[1]["sample_size"] for name in ("decoder", "super_res_first"))
         return cls(snapshot, modules, params, tokenizer, (prior.clip_mean, prior.clip_std), schedules, sizes)
@@ -104,12 +110,21 @@ class Karlo:
 
     # -- end to end ----------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], rng, sampling: dict[str, StageSampling] = DEFAULT_SAMPLING) -> np.ndarray:
-        """`uint8 [len(prompts), S, S, 3]`: one image per prompt (repeat a prompt for more)."""
-        text, null = self.encode_text(prompts), self.encode_text([""])
-        prior_key, *keys = jax.random.split(rng, 3)
+    def generate(self, prompts: Sequence[str], rng, sampling: dict[str, StageSampling] = DEFAULT_SAMPLING,
+                 candidates: int = 1) -> np.ndarray:
+        """`uint8 [len(prompts), S, S, 3]`: one image per prompt (repeat a prompt for more). With
+        `candidates > 1`, each prompt's image is the one of that many prior-and-decoder draws
+        whose CLIP image embedding is nearest the prompt's (`best_by_clip`), super-resolved."""
+        if candidates > 1:
+            self._image_encoder()  # refused before sampling if there is none
+        repeated = [prompt for prompt in prompts for _ in range(candidates)]
+        text, null = self.encode_text(repeated), self.encode_text([""])
+        prior_key, decoder_key, super_res_key = jax.random.split(rng, 3)
         embeddings = self.image_embeddings(text, null, prior_key, sampling["prior"])
-        return self._images(embeddings, text, null, keys, sampling)
+        small = self.decode(embeddings, text, null, decoder_key, sampling["decoder"], size=self.image_sizes[0])
+        if candidates > 1:
+            small = self.best_by_clip(small, prompts, candidates)
+        return self._super_resolved(small, super_res_key, sampling)
 
     def variations(self, image: np.ndarray, num: int, rng,
                    sampling: dict[str, StageSampling] = DEFAULT_SAMPLING) -> np.ndarray:
@@ -117,12 +132,30 @@ class Karlo:
         `image_encoder_size`), with the empty prompt, as diffusers' UnCLIPImageVariationPipeline."""
         embedding = _encode(*self._image_encoder(), jnp.asarray(image[None]))
         empty = self.encode_text([""] * num)
-        return self._images(jnp.repeat(embedding, num, axis=0), empty, empty, jax.random.split(rng, 2), sampling)
+        decoder_key, super_res_key = jax.random.split(rng)
+        small = self.decode(jnp.repeat(embedding, num, axis=0), empty, empty, decoder_key, sampling["decoder"],
+                            size=self.image_sizes[0])
+        return self._super_resolved(small, super_res_key, sampling)
 
-    def _images(self, embeddings, text, null, keys, sampling) -> np.ndarray:
-        small_size, size = self.image_sizes
-        small = self.decode(embeddings, text, null, keys[0], sampling["decoder"], size=small_size)
-        return np.asarray(to_uint8(self.super_resolve(small, keys[1], sampling["super_res"], size=size)))
+    def _super_resolved(self, small, rng, sampling) -> np.ndarray:
+        return np.asarray(to_uint8(self.super_resolve(small, rng, sampling["super_res"], size=self.image_sizes[1])))
+
+    def best_by_clip(self, small, prompts: Sequence[str], candidates: int) -> jax.Array:
+        """Of each prompt's `candidates` consecutive rows of `small` (`float [len(prompts) *
+        candidates, s, s, 3]` in [-1, 1]), the one nearest the prompt by CLIP's cosine (the text
+        encoder's projected embedding against the image encoder's): `float [len(prompts), s, s, 3]`,
+        quantised to 8 bits as CLIP saw it."""
+        images = np.asarray(to_uint8(small)).reshape(len(prompts), candidates, *small.shape[1:])
+        best = rerank.rerank(images, list(prompts), self.embed_images, self.embed_text, keep=1)[0][:, 0]
+        return to_unit_range(jnp.asarray(best))
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """CLIP's unit image embeddings `[n, P]` of `uint8 [n, s, s, 3]` images (resized to the encoder's size)."""
+        return _unit(_encode(*self._image_encoder(), jnp.asarray(images)))
+
+    def embed_text(self, prompts: Sequence[str]) -> np.ndarray:
+        """CLIP's unit text embeddings `[n, P]` of `prompts`."""
+        return _unit(self.encode_text(prompts).embeddings)
 
     # -- the stages --------------------------------------------------------------------------
 
@@ -160,6 +193,11 @@ class Karlo:
         return _sample_super_res(self.modules["super_res_first"], self.modules["super_res_last"],
                                  self.schedules["super_res"], sampling, self.params["super_res_first"],
                                  self.params["super_res_last"], images, jnp.asarray(noise), rng, step_noise)
+
+
+def _unit(embeddings) -> np.ndarray:
+    embeddings = np.asarray(embeddings, np.float32)
+    return embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True)
 
 
 def _repeat(text: TextConditioning, batch: int) -> TextConditioning:

@@ -1,9 +1,10 @@
 """unCLIP end to end (Ramesh et al. 2022): text → CLIP image embedding (prior) → small image
-(decoder) → full-size image (upsampler), and the embedding manipulations of section 3:
-variations, interpolations and text diffs.
+(decoder) → full-size image (the cascade of upsamplers), and the embedding manipulations of
+section 3: variations, interpolations and text diffs.
 
 `Unclip.load(config, workdir)` gathers the trained stages from a work dir: `clip`,
-`prior_KIND` (`config.prior.kind`), `decoder` and `upsampler`. With `decoder.sample.candidates
+`prior_KIND` (`config.prior.kind`), `decoder` and each upsampler of `config.upsamplers`
+(`upsampler` alone by default; the paper chains two). With `decoder.sample.candidates
 = N > 1`, text-to-image draws N small images per prompt and CLIP keeps the one nearest the
 prompt, as DALL·E reranks its samples (Ramesh et al. 2021, section 2.5); only that one is upsampled.
 """
@@ -22,7 +23,7 @@ from dalle_jax.config import stage_config
 from dalle_jax.eval import rerank
 from dalle_jax.models.pixels import box_downsample, to_uint8, to_unit_range
 from dalle_jax.tasks.clip import TrainedClip
-from dalle_jax.tasks.decoder import DecoderTask, UpsamplerTask, unit_range
+from dalle_jax.tasks.decoder import DecoderTask, UpsamplerTask, unit_range, upsampler_sections
 from dalle_jax.tasks.prior import PriorTask
 from dalle_jax.train import trainer
 
@@ -49,27 +50,35 @@ def _trained(config, workdir: pathlib.Path, stage: str, task):
     return trainer.load_variables(stage_config(config, stage), workdir / task.name, task)["params"]
 
 
+def _noise(key, shape, shared: bool):
+    """Standard normal noise of `shape`: one draw for every row if `shared`, else one per row."""
+    return jnp.broadcast_to(jax.random.normal(key, (1, *shape[1:]) if shared else shape), shape)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Unclip:
     clip: TrainedClip
     prior: PriorTask
     decoder: DecoderTask
-    upsampler: UpsamplerTask
-    params: dict[str, Any]  # by stage: prior, decoder, upsampler
+    upsamplers: tuple[UpsamplerTask, ...]  # the cascade, lowest resolution first
+    params: dict[str, Any]  # by config section: prior, decoder, and each upsampler's
     config: Any
 
     @classmethod
     def load(cls, config, workdir: str | pathlib.Path) -> "Unclip":
         workdir = pathlib.Path(workdir)
+        upsamplers = tuple(UpsamplerTask.from_config(config, workdir, stage=stage)
+                           for stage in range(1, len(upsampler_sections(config)) + 1))
         tasks = {"prior": PriorTask.from_config(config, workdir, training=False),
-                 "decoder": DecoderTask.from_config(config, workdir),
-                 "upsampler": UpsamplerTask.from_config(config, workdir)}
-        for stage, task in tasks.items():
+                 "decoder": DecoderTask.from_config(config, workdir), **{task.name: task for task in upsamplers}}
+        commands = {"prior": "train-prior", "decoder": "train-decoder",
+                    **{task.name: f"train-upsampler --stage {stage}" for stage, task in enumerate(upsamplers, 1)}}
+        for section, task in tasks.items():
             if not (workdir / task.name / "checkpoints").exists():
                 raise FileNotFoundError(f"unCLIP needs a trained {task.name} in {workdir / task.name}: train it "
-                                        f"with python run.py train-{stage} (docs/commands.md)")
-        params = {stage: _trained(config, workdir, stage, task) for stage, task in tasks.items()}
-        return cls(TrainedClip.load(workdir), tasks["prior"], tasks["decoder"], tasks["upsampler"], params, config)
+                                        f"with python run.py {commands[section]} (docs/commands.md)")
+        params = {section: _trained(config, workdir, section, task) for section, task in tasks.items()}
+        return cls(TrainedClip.load(workdir), tasks["prior"], tasks["decoder"], upsamplers, params, config)
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -93,34 +102,36 @@ class Unclip:
     def decode(self, image_embeddings, texts: Sequence[str], rng, *, noise=None, share_noise: bool = False,
                decoder: DecoderTask | None = None, candidates: int = 1) -> np.ndarray:
         """`uint8 [len(texts) // candidates, H, W, 3]`: decoder (from `noise`, else fresh noise),
-        then the upsampler. With `share_noise`, every row starts each stage from the same fresh
+        then the upsamplers. With `share_noise`, every row starts each stage from the same fresh
         noise, so that with deterministic samplers rows with one embedding come out alike. With
         `candidates > 1`, each run of that many rows is one prompt's candidates (its text
-        repeated): CLIP keeps one (`best_by_clip`) before the upsampler."""
+        repeated): CLIP keeps one (`best_by_clip`) before the upsamplers."""
         decoder = decoder or self.decoder
         decoder_key, decoder_noise_key, upsampler_key, upsampler_noise_key = jax.random.split(rng, 4)
-
-        def fresh(key, shape):  # one draw for all rows, or one per row
-            return jnp.broadcast_to(jax.random.normal(key, (1, *shape[1:]) if share_noise else shape), shape)
-
         if noise is None:
-            noise = fresh(decoder_noise_key, decoder.noise_shape(len(texts)))
+            noise = _noise(decoder_noise_key, decoder.noise_shape(len(texts)), share_noise)
         low_res = decoder.sample(self.params["decoder"], jnp.asarray(image_embeddings), self.captions(texts),
                                  noise, decoder_key)
         if candidates > 1:
             low_res = self.best_by_clip(low_res, texts[::candidates], candidates)
-        return self.upsample(low_res, fresh(upsampler_noise_key, self.upsampler.noise_shape(low_res.shape)),
-                             upsampler_key)
+        return self.upsample(low_res, upsampler_key, upsampler_noise_key, share_noise=share_noise)
 
-    def upsample(self, low_res, noise, rng) -> np.ndarray:
-        """`uint8 [n, H, W, 3]`: the upsampler's images of `float [n, s, s, 3]` low-resolution
-        images in [-1, 1], from `noise` (`upsampler.noise_shape(low_res.shape)`)."""
-        return np.asarray(to_uint8(self.upsampler.sample(self.params["upsampler"], low_res, noise, rng)))
+    def upsample(self, low_res, rng, noise_rng, *, share_noise: bool = False) -> np.ndarray:
+        """`uint8 [n, H, W, 3]`: each upsampler of the cascade in turn on `float [n, s, s, 3]`
+        low-resolution images in [-1, 1]; the first stage samples with `rng` from noise drawn
+        with `noise_rng` (one draw for every row if `share_noise`), each later stage with keys
+        split from the stage before's."""
+        images = low_res
+        for upsampler in self.upsamplers:
+            noise = _noise(noise_rng, upsampler.noise_shape(images.shape), share_noise)
+            images = upsampler.sample(self.params[upsampler.name], images, noise, rng)
+            rng, noise_rng = jax.random.split(rng)
+        return np.asarray(to_uint8(images))
 
     # -- what users call -----------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], rng) -> np.ndarray:
-        """`uint8 [len(prompts), H, W, 3]`: prior, decoder and upsampler, one image per prompt; the
+        """`uint8 [len(prompts), H, W, 3]`: prior, decoder and upsamplers, one image per prompt; the
         best by CLIP of `decoder.sample.candidates` prior-and-decoder draws when that is above 1."""
         candidates = self.config.decoder.sample.get("candidates", 1)
         repeated = [prompt for prompt in prompts for _ in range(candidates)]
@@ -155,5 +166,5 @@ class Unclip:
         latent = self.decoder.invert(self.params["decoder"], jnp.asarray(small), jnp.asarray(embedding),
                                      self.captions([""]))
         return self.decode(embeddings, [""] * num, rng, noise=jnp.broadcast_to(latent, self.decoder.noise_shape(num)),
-                           share_noise=True,  # the upsampler's noise
+                           share_noise=True,  # the upsamplers' noise
                            decoder=self.decoder.with_sample(sampler="ddim", eta=0.0))  # the inverse of `invert`

@@ -2,9 +2,10 @@
 
 Both need the CLIP in `WORKDIR/clip`; the decoder also the run's text tokenizer. The
 decoder learns `config.decoder.image_size` images (the data's, box-downsampled) from their
-CLIP image embedding and caption; the upsampler learns the data's full-size images from
-their box-downsampled `config.upsampler.low_res_size` versions, on random crops
-(convolution only, so it samples at any size; the paper trains on crops of 1/4 size).
+CLIP image embedding and caption. The upsamplers are a cascade (`config.upsamplers`, the
+paper's 64 → 256 → 1024): each learns the data's images at its size from their
+box-downsampled `low_res_size` versions, on random crops (convolution only, so it samples at
+any size; the paper trains on crops of 1/4 size).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from dalle_jax import viz
+from dalle_jax.config import ConfigError
 from dalle_jax.data import pipeline
 from dalle_jax.diffusion import gaussian, samplers, schedules
 from dalle_jax.models.clip import TextEncoder
@@ -199,37 +201,74 @@ class DecoderTask:
         return {"samples": viz.picture([*(e["image"] for e in examples), *np.asarray(drawn)], labels, columns=4)}
 
 
+def upsampler_sections(config) -> tuple[str, ...]:
+    """The config sections of the cascade of upsamplers, lowest resolution first (`config.upsamplers`)."""
+    return tuple(config.get("upsamplers", ("upsampler",)))  # configs saved before the cascade had one stage
+
+
+def cascade_sizes(config) -> dict[str, tuple[int, int]]:
+    """`(low_res_size, image_size)` of each upsampler by section: each stage upsamples the one
+    before it, the first the decoder's images and the last to `data.image_size`. Raises
+    `ConfigError` naming the keys where the chain breaks."""
+    sections = upsampler_sections(config)
+    if not sections:
+        raise ConfigError("upsamplers is empty; unCLIP needs at least one upsampler section (e.g. ('upsampler',))")
+    missing = [name for name in sections if name not in config]
+    if missing:
+        raise ConfigError(f"upsamplers names {missing}, which the config has no section for; sections: "
+                          f"{sorted(config.keys())}")
+    low = [config[name].low_res_size for name in sections]
+    sizes = dict(zip(sections, zip(low, low[1:] + [config.data.image_size])))
+    if config.decoder.image_size != low[0]:
+        raise ConfigError(f"decoder.image_size {config.decoder.image_size} must equal {sections[0]}.low_res_size "
+                          f"{low[0]}: the first upsampler reads the decoder's images")
+    for name, (low_res, size) in sizes.items():
+        factor, crop = size // low_res, config[name].crop_size
+        if size <= low_res or factor * low_res != size or crop % factor or crop > size:
+            raise ConfigError(f"{name}: its images ({size} px: the next stage's low_res_size, or data.image_size for "
+                              f"the last) must be a multiple above low_res_size {low_res}, and crop_size {crop} a "
+                              "multiple of that factor, at most the image size")
+    return sizes
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class UpsamplerTask:
+    """One stage of the cascade: `image_size` images from their box-downsampled `low_res_size`
+    versions, as the config section `name` says."""
+
     model: Upsampler
     schedule: schedules.NoiseSchedule
     config: Any
     name: str = "upsampler"
+    image_size: int = 0  # what the stage outputs (`cascade_sizes`)
 
     @classmethod
-    def from_config(cls, config, workdir: str | pathlib.Path | None = None) -> "UpsamplerTask":
+    def from_config(cls, config, workdir: str | pathlib.Path | None = None, *, stage: int = 1) -> "UpsamplerTask":
+        """Stage `stage` (from 1, lowest resolution first) of `upsampler_sections(config)`."""
         del workdir
-        s, size = config.upsampler, config.data.image_size
-        factor = size // s.low_res_size
-        if factor * s.low_res_size != size or s.crop_size % factor or s.crop_size > size:
-            raise ValueError(f"upsampler: data.image_size {size} must be a multiple of low_res_size "
-                             f"{s.low_res_size}, and crop_size {s.crop_size} a multiple of that factor, at most the "
-                             "image size")
-        model = Upsampler(build_unet(s.model), embed_dim=s.model.embed_dim, dtype=jnp.dtype(s.model.dtype))
-        return cls(model, schedule_of(s), config)
+        sections = upsampler_sections(config)
+        if not 1 <= stage <= len(sections):
+            raise ConfigError(f"upsampler stage {stage}: the config's cascade has stages 1 to {len(sections)} "
+                              f"(upsamplers = {sections})")
+        name = sections[stage - 1]
+        _, image_size = cascade_sizes(config)[name]
+        m = config[name].model
+        model = Upsampler(build_unet(m), embed_dim=m.embed_dim, dtype=jnp.dtype(m.dtype))
+        return cls(model, schedule_of(config[name]), config, name, image_size)
 
     @property
     def section(self):
-        return self.config.upsampler
+        return self.config[self.name]
 
     @property
     def factor(self) -> int:
-        return self.config.data.image_size // self.section.low_res_size
+        return self.image_size // self.section.low_res_size
 
     def preprocess(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         crop, factor = self.section.crop_size, self.factor
-        top, left = (rng.integers(0, (self.config.data.image_size - crop) // factor + 1, size=2) * factor)
-        image = unit_range(example["image"][top: top + crop, left: left + crop])
+        image = box_downsample(unit_range(example["image"])[None], self.image_size)[0]
+        top, left = (rng.integers(0, (self.image_size - crop) // factor + 1, size=2) * factor)
+        image = image[top: top + crop, left: left + crop]
         return {"image": image, "low_res": box_downsample(image[None], crop // factor)[0]}
 
     def init(self, rng: jax.Array, batch: dict) -> dict:
@@ -261,12 +300,13 @@ class UpsamplerTask:
         return (n, height * self.factor, width * self.factor, channels)
 
     def pictures(self, params, model_state) -> dict[str, np.ndarray]:
-        """Four validation images at the low resolution, upsampled, and as they are."""
+        """Four validation images at the low resolution, upsampled, and at the stage's resolution."""
         del model_state
         images = np.stack([e["image"] for e in pipeline.first_examples(self.config.data, "validation", 4)])
-        low_res = box_downsample(unit_range(images), self.section.low_res_size)
+        images = box_downsample(unit_range(images), self.image_size)
+        low_res = box_downsample(images, self.section.low_res_size)
         key = jax.random.key(self.config.seed)
         upsampled = self.sample(params, low_res, jax.random.normal(key, self.noise_shape(low_res.shape)), key)
-        tiles = [*np.asarray(to_uint8(low_res)), *np.asarray(to_uint8(upsampled)), *images]
+        tiles = [*np.asarray(to_uint8(low_res)), *np.asarray(to_uint8(upsampled)), *np.asarray(to_uint8(images))]
         labels = ["low resolution"] * 4 + ["upsampled"] * 4 + ["original"] * 4
         return {"upsampled": viz.picture(tiles, labels, columns=4)}

@@ -96,9 +96,10 @@ def load_text_encoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[clip.P
 
 
 def no_image_encoder(snapshot: pathlib.Path) -> FileNotFoundError:
-    return FileNotFoundError(f"{pathlib.Path(snapshot) / 'image_encoder'} not found: variations need Karlo's "
-                             f"image-variation snapshot (karlo-v1-alpha-image-variations), which adds image_encoder/ "
-                             f"and feature_extractor/")
+    return FileNotFoundError(f"{pathlib.Path(snapshot) / 'image_encoder'} not found: variations, and reranking draws "
+                             f"by CLIP (karlo.candidates > 1), need Karlo's image-variation snapshot "
+                             f"(karlo-v1-alpha-image-variations), which adds image_encoder/ and feature_extractor/; "
+                             f"unclip-generate reads its encoder from karlo.image_encoder=DIR")
 
 
 def load_image_encoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[clip.ProjectedImageEncoder, Any]:

@@ -7,12 +7,14 @@ import json
 import shutil
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dalle_jax.diffusion import schedules
+from dalle_jax.models.pixels import to_uint8, to_unit_range
 from dalle_jax.nn.unet import TimestepMLP
 from dalle_jax.pipelines.karlo import Karlo, StageSampling
 from dalle_jax.weights import karlo
@@ -180,7 +182,7 @@ def test_commands_sample_a_snapshot_with_no_work_dir(tmp_path):
             "--config.karlo.super_res.num_steps=2"]
     out = tmp_path / "samples.png"
     run("unclip-generate", *fast, "--prompt", "a red boat", "--prompt", "a blue car", "--num-samples", "2",
-        "--config.karlo.batch_size=3", "--out", str(out))
+        "--config.karlo.batch_size=3", "--config.karlo.candidates=2", "--out", str(out))  # the best of 2 by CLIP
     grid = np.asarray(Image.open(out).convert("RGB"))
     assert grid.shape[1] >= 2 * 32 and grid.shape[0] >= 2 * 32  # two prompts by two samples of 32 px
     source = tmp_path / "photo.png"
@@ -194,10 +196,36 @@ def test_commands_sample_a_snapshot_with_no_work_dir(tmp_path):
     assert "Traceback" not in refused.stderr
 
 
-def test_variations_need_the_image_variation_snapshot(snapshot_copy):
+def test_variations_and_reranking_need_the_image_variation_snapshot(snapshot_copy):
     shutil.rmtree(snapshot_copy / "image_encoder")
+    text_to_image = Karlo.load(snapshot_copy)
     with pytest.raises(FileNotFoundError, match="image-variation snapshot"):
-        Karlo.load(snapshot_copy).variations(np.zeros((32, 32, 3), np.uint8), 1, jax.random.key(0))
+        text_to_image.variations(np.zeros((32, 32, 3), np.uint8), 1, jax.random.key(0))
+    with pytest.raises(FileNotFoundError, match=r"reranking draws by CLIP \(karlo.candidates > 1\)"):
+        text_to_image.generate(["a red boat"], jax.random.key(0), candidates=2)
+    assert "image_encoder" in Karlo.load(snapshot_copy, image_encoder_snapshot=SNAPSHOT).modules
+
+
+def test_candidates_keep_the_draw_clip_puts_nearest_the_prompt(pipeline):
+    """Each prompt's image is the super-resolved decoder draw of highest cosine between CLIP's unit
+    embeddings, computed here by hand from the encoders' outputs."""
+    sampling = {"prior": StageSampling(2, 4.0), "decoder": StageSampling(2, 8.0), "super_res": StageSampling(2)}
+    prompts, candidates, rng = ["a red boat", "a blue car"], 3, jax.random.key(5)
+    images = pipeline.generate(prompts, rng, sampling, candidates=candidates)
+    chex.assert_shape(images, (2, 32, 32, 3))
+
+    repeated = [prompt for prompt in prompts for _ in range(candidates)]
+    text, null = pipeline.encode_text(repeated), pipeline.encode_text([""])
+    prior_key, decoder_key, super_res_key = jax.random.split(rng, 3)
+    embeddings = pipeline.image_embeddings(text, null, prior_key, sampling["prior"])
+    small = np.asarray(to_uint8(pipeline.decode(embeddings, text, null, decoder_key, sampling["decoder"], size=16)))
+    encoder, params = pipeline.modules["image_encoder"], pipeline.params["image_encoder"]
+    image_embeddings = np.asarray(encoder.apply({"params": params}, small))
+    cosine = np.sum(image_embeddings * np.asarray(text.embeddings), axis=-1) / (
+        np.linalg.norm(image_embeddings, axis=-1) * np.linalg.norm(text.embeddings, axis=-1))
+    best = small.reshape(2, candidates, 16, 16, 3)[np.arange(2), cosine.reshape(2, candidates).argmax(axis=1)]
+    expected = pipeline.super_resolve(to_unit_range(jnp.asarray(best)), super_res_key, sampling["super_res"], size=32)
+    np.testing.assert_array_equal(images, np.asarray(to_uint8(expected)))
 
 
 def test_a_snapshot_of_pytorch_pickles_needs_pytorch(snapshot_copy, monkeypatch):
