@@ -4,8 +4,8 @@ of k draws; prints one JSON object.
 For each single-object validation scene among the first `--prompts` examples, draws
 `--candidates` prior embeddings and small images (the config's prior and decoder samplers),
 each draw from its own keys. For each k in 1, 2, 4, ... below `--candidates` and for `--candidates` itself, CLIP keeps the
-draw of the first k nearest the prompt (`Unclip.best_by_clip`, as `decoder.sample.candidates
-= k` does), and the upsampler's images of those picks are scored by the oracle at full size.
+draw of the first k nearest the prompt (`rerank.best_of_candidates`, as `decoder.sample.candidates
+= k` does), and the upsamplers' images of those picks are scored by the oracle at full size.
 `any_of_k` is the share of scenes with at least one all-correct draw among the first k, the
 small images scored with each pixel repeated: what a perfect reranker could reach.
 
@@ -33,7 +33,7 @@ import tqdm
 
 from dalle_jax import viz
 from dalle_jax.data import pipeline
-from dalle_jax.eval import generation, oracle
+from dalle_jax.eval import generation, oracle, rerank
 from dalle_jax.models.pixels import to_uint8, to_unit_range
 from dalle_jax.pipelines.unclip import Unclip
 from dalle_jax.train import trainer
@@ -85,7 +85,8 @@ def main():
 
     results, picks = {}, {}
     for k in sorted({2 ** i for i in range(args.candidates.bit_length())} | {args.candidates}):
-        low_res = draws[:, 0] if k == 1 else unclip.best_by_clip(draws[:, :k].reshape(-1, *draws.shape[2:]), prompts, k)
+        low_res = draws[:, 0] if k == 1 else rerank.best_of_candidates(draws[:, :k].reshape(-1, *draws.shape[2:]),
+                                                                          prompts, *unclip.clip.embedders())
         images = unclip.upsample(to_unit_range(to_uint8(low_res)), jax.random.key(args.seed + 2),
                                  jax.random.key(args.seed + 1))  # every k from the same noise
         summary = generation.score_images(images, scenes)["all"]

@@ -380,15 +380,16 @@ def test_unclip_pipeline_end_to_end(tmp_path):
     import chex
     import jax
 
+    from dalle_jax.eval import rerank
     from dalle_jax.models.pixels import to_uint8
     from dalle_jax.pipelines.unclip import Unclip
 
     unclip = Unclip.load(config, tmp_path)
     prompts = ["a small red circle", "a large blue square"]
     small = jax.random.uniform(jax.random.key(0), (2 * 3, 16, 16, 3), minval=-1, maxval=1)
-    best = np.asarray(to_uint8(unclip.best_by_clip(small, prompts, 3)))
-    candidates = np.asarray(to_uint8(small)).reshape(2, 3, 16, 16, 3)
     embed_images, embed_text = unclip.clip.embedders()
+    best = np.asarray(to_uint8(rerank.best_of_candidates(small, prompts, embed_images, embed_text)))
+    candidates = np.asarray(to_uint8(small)).reshape(2, 3, 16, 16, 3)
     for prompt, options, chosen in zip(prompts, candidates, best):  # the naive choice: highest cosine
         np.testing.assert_array_equal(chosen, options[np.argmax(embed_images(options) @ embed_text([prompt])[0])])
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
+
+from dalle_jax.models.pixels import to_uint8, to_unit_range
 
 EmbedImages = Callable[[np.ndarray], np.ndarray]  # uint8 [n, H, W, 3] -> normalised [n, dim]
 EmbedText = Callable[[list[str]], np.ndarray]  # n prompts -> normalised [n, dim]
@@ -35,6 +38,14 @@ def rerank(candidates: np.ndarray, prompts: list[str], embed_images: EmbedImages
     best = np.argsort(-similarity, axis=1, kind="stable")[:, :keep]
     return (np.take_along_axis(candidates, best[:, :, None, None, None], axis=1),
             np.take_along_axis(similarity, best, axis=1))
+
+
+def best_of_candidates(images, prompts: list[str], embed_images: EmbedImages, embed_text: EmbedText):
+    """Of each prompt's run of consecutive rows of `images` (`float [len(prompts) * candidates, H,
+    W, 3]` in [-1, 1], a diffusion stage's draws), the one CLIP puts nearest the prompt:
+    `float [len(prompts), H, W, 3]`, quantised to 8 bits as CLIP saw it."""
+    candidates = np.asarray(to_uint8(images)).reshape(len(prompts), -1, *images.shape[1:])
+    return to_unit_range(jnp.asarray(rerank(candidates, list(prompts), embed_images, embed_text, keep=1)[0][:, 0]))
 
 
 def clip_scores(images: np.ndarray, prompts: list[str], embed_images: EmbedImages, embed_text: EmbedText) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from dalle_jax.diffusion import samplers
 from dalle_jax.diffusion.schedules import make_schedule
 from dalle_jax.eval import rerank
-from dalle_jax.models.pixels import to_uint8, to_unit_range
+from dalle_jax.models.pixels import to_uint8
 from dalle_jax.weights import karlo
 
 STAGES = ("prior", "decoder", "super_res")
@@ -114,7 +114,7 @@ class Karlo:
                  candidates: int = 1) -> np.ndarray:
         """`uint8 [len(prompts), S, S, 3]`: one image per prompt (repeat a prompt for more). With
         `candidates > 1`, each prompt's image is the one of that many prior-and-decoder draws
-        whose CLIP image embedding is nearest the prompt's (`best_by_clip`), super-resolved."""
+        whose CLIP image embedding is nearest the prompt's (`rerank.best_of_candidates`), super-resolved."""
         if candidates > 1:
             self._image_encoder()  # refused before sampling if there is none
         repeated = [prompt for prompt in prompts for _ in range(candidates)]
@@ -123,7 +123,7 @@ class Karlo:
         embeddings = self.image_embeddings(text, null, prior_key, sampling["prior"])
         small = self.decode(embeddings, text, null, decoder_key, sampling["decoder"], size=self.image_sizes[0])
         if candidates > 1:
-            small = self.best_by_clip(small, prompts, candidates)
+            small = rerank.best_of_candidates(small, prompts, self.embed_images, self.embed_text)
         return self._super_resolved(small, super_res_key, sampling)
 
     def variations(self, image: np.ndarray, num: int, rng,
@@ -139,15 +139,6 @@ class Karlo:
 
     def _super_resolved(self, small, rng, sampling) -> np.ndarray:
         return np.asarray(to_uint8(self.super_resolve(small, rng, sampling["super_res"], size=self.image_sizes[1])))
-
-    def best_by_clip(self, small, prompts: Sequence[str], candidates: int) -> jax.Array:
-        """Of each prompt's `candidates` consecutive rows of `small` (`float [len(prompts) *
-        candidates, s, s, 3]` in [-1, 1]), the one nearest the prompt by CLIP's cosine (the text
-        encoder's projected embedding against the image encoder's): `float [len(prompts), s, s, 3]`,
-        quantised to 8 bits as CLIP saw it."""
-        images = np.asarray(to_uint8(small)).reshape(len(prompts), candidates, *small.shape[1:])
-        best = rerank.rerank(images, list(prompts), self.embed_images, self.embed_text, keep=1)[0][:, 0]
-        return to_unit_range(jnp.asarray(best))
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
         """CLIP's unit image embeddings `[n, P]` of `uint8 [n, s, s, 3]` images (resized to the encoder's size)."""

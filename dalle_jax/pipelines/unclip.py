@@ -21,7 +21,7 @@ import numpy as np
 
 from dalle_jax.config import stage_config
 from dalle_jax.eval import rerank
-from dalle_jax.models.pixels import box_downsample, to_uint8, to_unit_range
+from dalle_jax.models.pixels import box_downsample, to_uint8
 from dalle_jax.tasks.clip import TrainedClip
 from dalle_jax.tasks.decoder import DecoderTask, UpsamplerTask, unit_range, upsampler_sections
 from dalle_jax.tasks.prior import PriorTask
@@ -91,21 +91,13 @@ class Unclip:
     def image_embeddings(self, images: np.ndarray) -> np.ndarray:
         return self.clip.embedders()[0](images)
 
-    def best_by_clip(self, small, prompts: Sequence[str], candidates: int) -> jax.Array:
-        """Of each prompt's `candidates` consecutive rows of `small` (`float [len(prompts) *
-        candidates, s, s, 3]` in [-1, 1]), the one whose CLIP image embedding is nearest the
-        prompt's text embedding: `float [len(prompts), s, s, 3]`, quantised to 8 bits as CLIP saw it."""
-        images = np.asarray(to_uint8(small)).reshape(len(prompts), candidates, *small.shape[1:])
-        best = rerank.rerank(images, list(prompts), *self.clip.embedders(), keep=1)[0][:, 0]
-        return to_unit_range(jnp.asarray(best))
-
     def decode(self, image_embeddings, texts: Sequence[str], rng, *, noise=None, share_noise: bool = False,
                decoder: DecoderTask | None = None, candidates: int = 1) -> np.ndarray:
         """`uint8 [len(texts) // candidates, H, W, 3]`: decoder (from `noise`, else fresh noise),
         then the upsamplers. With `share_noise`, every row starts each stage from the same fresh
         noise, so that with deterministic samplers rows with one embedding come out alike. With
         `candidates > 1`, each run of that many rows is one prompt's candidates (its text
-        repeated): CLIP keeps one (`best_by_clip`) before the upsamplers."""
+        repeated): CLIP keeps one (`rerank.best_of_candidates`) before the upsamplers."""
         decoder = decoder or self.decoder
         decoder_key, decoder_noise_key, upsampler_key, upsampler_noise_key = jax.random.split(rng, 4)
         if noise is None:
@@ -113,7 +105,7 @@ class Unclip:
         low_res = decoder.sample(self.params["decoder"], jnp.asarray(image_embeddings), self.captions(texts),
                                  noise, decoder_key)
         if candidates > 1:
-            low_res = self.best_by_clip(low_res, texts[::candidates], candidates)
+            low_res = rerank.best_of_candidates(low_res, texts[::candidates], *self.clip.embedders())
         return self.upsample(low_res, upsampler_key, upsampler_noise_key, share_noise=share_noise)
 
     def upsample(self, low_res, rng, noise_rng, *, share_noise: bool = False) -> np.ndarray:
