@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dalle_jax.models.pixels import box_downsample, to_unit_range
+from dalle_jax.models.pixels import block_resize, to_unit_range
 from dalle_jax.nn.attention import dense_init
 from dalle_jax.nn.conv import conv
 from dalle_jax.nn.transformer import LAYER_NORM_EPS, TransformerStack, layer_norm
@@ -153,8 +153,8 @@ class VisionEncoder(nn.Module):
             x = standardize_pixels(images, self.image_size, self.pixel_mean, self.pixel_std)
         else:
             x = to_unit_range(images)
-            if self.image_size and x.shape[1] != self.image_size:
-                x = box_downsample(x, self.image_size)
+            if self.image_size and x.shape[1] != self.image_size:  # e.g. a cascade's decoder draws, below CLIP's size
+                x = block_resize(x, self.image_size)
         x = x.astype(self.dtype)
         p = self.patch_size // 2 ** len(self.stem_channels)
         if p * 2 ** len(self.stem_channels) != self.patch_size:

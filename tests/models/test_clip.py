@@ -51,6 +51,21 @@ def test_shapes_norms_and_temperature(pooling, stem_channels, patch_kernel):
     assert float(model.apply(variables, images, tokens)[2]) == clip.MAX_LOGIT_SCALE
 
 
+def test_images_of_other_sizes_are_read_at_the_encoder_size():
+    """Larger images are box-averaged to the encoder's size, smaller ones (a cascade's decoder
+    draws) have each pixel repeated: both give the embedding of the image at its size."""
+    model = clip.VisionEncoder(image_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, head_dim=16,
+                               mlp_dim=64)
+    small = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    doubled = small.repeat(2, axis=1).repeat(2, axis=2)
+    params = model.init(jax.random.key(0), jnp.asarray(doubled))
+    embed = lambda images: np.asarray(model.apply(params, jnp.asarray(images)))
+    np.testing.assert_array_equal(embed(small), embed(doubled))
+    np.testing.assert_allclose(embed(doubled.repeat(2, axis=1).repeat(2, axis=2)), embed(doubled), atol=1e-6)
+    with pytest.raises(ValueError, match="need square images whose side divides 32"):
+        embed(small[:, :12, :12])
+
+
 def test_a_stem_deeper_than_the_patch_size_is_refused():
     model, (images, tokens) = tiny_clip(stem_channels=(8, 8, 8, 8)), _inputs()
     with pytest.raises(ValueError, match="patch_size 8 is not a multiple of 2 \\*\\* len"):
