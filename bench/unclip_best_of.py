@@ -41,7 +41,7 @@ from dalle_jax.train import trainer
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="holds clip/, prior_KIND/, decoder/ and upsampler/")
+    parser.add_argument("--workdir", required=True, help="holds clip/, prior_KIND/, decoder/ and the upsamplers")
     parser.add_argument("--prompts", type=int, default=500, help="validation examples to draw the scenes from")
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
