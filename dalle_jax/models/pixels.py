@@ -39,4 +39,6 @@ def box_downsample(images, size: int):
     if height != width or factor * size != height:
         raise ValueError(f"cannot box-downsample {height}×{width} images to {size}×{size}: "
                          f"need square images whose side is a multiple of {size}")
+    if factor == 1:
+        return images  # already that size: every upsampler stage's preprocessing passes through here
     return images.reshape(batch, size, factor, size, factor, channels).mean(axis=(2, 4))
