@@ -205,6 +205,7 @@ def test_dalle3_experiment_end_to_end(tiny_data_dir, tmp_path):
     assert set(report["caption_quality"]) == {"alt_text (original)", "short (synthetic)", "descriptive (synthetic)"}
     assert report["caption_quality"]["alt_text (original)"]["all"]["precision"] == 1.0  # alt text is true
     assert (tmp_path / "experiment.md").read_text().startswith("| training captions |")
+    assert Image.open(tmp_path / "arms.png").size[1] > 3 * 96  # a row of enlarged samples per arm
     for mode in ("short", "descriptive"):
         assert (tmp_path / "recaption" / mode / "quality.json").exists()
         assert Image.open(tmp_path / "recaption" / mode / "validation_captions.png").size[0] > 4 * 32

@@ -8,7 +8,7 @@ whole experiment can be stopped and started again:
   recaption/MODE/                                      caption chunks, quality.json
   data/recaptioned/...                                 the recaptioned tfds data sets
   dalle_ARM/                                           one text-to-image model per arm, eval.*
-  experiment.json, experiment.md                       the comparison
+  experiment.json, experiment.md, arms.png             the comparison
 """
 
 from __future__ import annotations
@@ -172,7 +172,25 @@ def run(config, workdir: str | pathlib.Path) -> dict:
             out_dir=run_dir)
     (workdir / "experiment.json").write_text(json.dumps(report, indent=2))
     (workdir / "experiment.md").write_text(markdown_report(report) + "\n")
+    save_arms_picture(workdir, config.experiment.arms, scenes)
     return report
+
+
+def arms_prompts(objects: list[int], per_count: int) -> list[int]:
+    """Indices of the first `per_count` prompts with one object, then of those with two."""
+    return [i for count in (1, 2) for i in [i for i, n in enumerate(objects) if n == count][:per_count]]
+
+
+def save_arms_picture(workdir: pathlib.Path, arms, scenes: list[shapes.Scene], per_count: int = 3) -> pathlib.Path:
+    """`arms.png`: one row per arm, its samples for the same validation prompts (the first
+    `per_count` with one object and with two), read back from each arm's `eval_validation.npz`."""
+    samples = {arm: np.load(workdir / f"dalle_{arm}" / "eval_validation.npz") for arm in arms}
+    prompts = [str(p) for p in samples[arms[0]]["prompts"]]
+    shown = arms_prompts([len(s.objects) for s in scenes[:len(prompts)]], per_count)
+    images = [samples[arm]["images"][i] for arm in arms for i in shown]
+    labels = [f"{arm}: {prompts[i]}" for arm in arms for i in shown]
+    return viz.save_grid(workdir / "arms.png", images, labels, columns=len(shown),
+                         scale=viz.tile_scale(images[0].shape[0]), label_lines=5)
 
 
 def markdown_report(report: dict) -> str:

@@ -122,8 +122,9 @@ class Karlo:
         prior_key, decoder_key, super_res_key = jax.random.split(rng, 3)
         embeddings = self.image_embeddings(text, null, prior_key, sampling["prior"])
         small = self.decode(embeddings, text, null, decoder_key, sampling["decoder"], size=self.image_sizes[0])
-        if candidates > 1:
-            small = rerank.best_of_candidates(small, prompts, self.embed_images, self.embed_text)
+        if candidates > 1:  # CLIP reads the prompts' embeddings already encoded for the prior
+            prompt_embeddings = _unit(text.embeddings[::candidates])
+            small = rerank.best_of_candidates(small, prompts, self.embed_images, lambda _: prompt_embeddings)
         return self._super_resolved(small, super_res_key, sampling)
 
     def variations(self, image: np.ndarray, num: int, rng,
