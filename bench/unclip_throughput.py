@@ -33,8 +33,8 @@ SIZE, CAPTION, VOCAB, EMBEDDING = 32, 24, 512, 256
 PRIOR_BATCH = 64
 
 
-def training_cost(model, example_args, loss_of, repeats: int) -> tuple[float, float, dict]:
-    """(seconds per training step, FLOPs per step, initial parameters)."""
+def compiled_training_step(model, example_args, loss_of):
+    """(the compiled AdamW training step of `loss_of`, its initial state, the initial parameters)."""
     params = nn.unbox(model.init(jax.random.key(0), *example_args))["params"]
     optimizer = optax.adamw(1e-4)
     state = create_state({"params": params}, optimizer, jax.random.key_data(jax.random.key(0)))
@@ -44,7 +44,12 @@ def training_cost(model, example_args, loss_of, repeats: int) -> tuple[float, fl
         return loss_of(params, batch, rng), {}, model_state
 
     step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), loss_fn=loss_fn, optimizer=optimizer))
-    compiled = step.lower(state, example_args).compile()
+    return step.lower(state, example_args).compile(), state, params
+
+
+def training_cost(model, example_args, loss_of, repeats: int) -> tuple[float, float, dict]:
+    """(seconds per training step, FLOPs per step, initial parameters)."""
+    compiled, state, params = compiled_training_step(model, example_args, loss_of)
     return timed(compiled, state, example_args, repeats=repeats), compiled_flops(compiled), params
 
 

@@ -32,10 +32,15 @@ def kernel_grad_by_taps(x, dy, kernel_size: tuple[int, int], strides: tuple[int,
                       for i in range(kernel_size[0])])
 
 
+# Whether the CPU takes the kernel gradient by taps where `_taps_are_faster`; read when a step is
+# traced. `bench/conv_cpu.py --step` sets it False to time XLA's own gradient against it.
+KERNEL_GRAD_BY_TAPS_ON_CPU = True
+
+
 def _taps_are_faster(kernel_shape) -> bool:
     # XLA:CPU's own kernel gradient runs at 4-17 GFLOP/s for 1×1 kernels and for 64 or more output
     # channels, against 20-50 by taps (2-core CPU; docs/performance.md, "Convolutions on the CPU").
-    return kernel_shape[:2] == (1, 1) or kernel_shape[3] >= 64
+    return KERNEL_GRAD_BY_TAPS_ON_CPU and (kernel_shape[:2] == (1, 1) or kernel_shape[3] >= 64)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

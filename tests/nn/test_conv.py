@@ -56,3 +56,30 @@ def test_conv_output_and_gradients_are_xlas(features, kernel, stride):
     np.testing.assert_allclose(grads["kernel"], xla_dkernel, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dx, xla_dx, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grads["bias"], weights.sum((0, 1, 2)), rtol=1e-4)
+
+
+def _dot_products(jaxpr) -> int:
+    """`dot_general`s in a jaxpr and every jaxpr inside it (the branches of `platform_dependent`)."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "dot_general"
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else [value]:
+                if isinstance(inner, jax.extend.core.ClosedJaxpr):
+                    count += _dot_products(inner.jaxpr)
+                elif isinstance(inner, jax.extend.core.Jaxpr):
+                    count += _dot_products(inner)
+    return count
+
+
+def test_switch_leaves_the_kernel_gradient_to_xla(monkeypatch):
+    """`KERNEL_GRAD_BY_TAPS_ON_CPU = False` (bench/conv_cpu.py --step) traces no per-tap products."""
+    from dalle_jax.nn import conv as conv_module
+
+    layer = conv(64, kernel=3)
+    x = jnp.ones((1, 4, 4, 8))
+    params = nn.meta.unbox(layer.init(jax.random.key(0), x)["params"])
+    kernel_grad = lambda: jax.make_jaxpr(jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, x))))(params).jaxpr
+    assert _dot_products(kernel_grad()) == 9  # one product a tap of the 3×3 kernel
+    monkeypatch.setattr(conv_module, "KERNEL_GRAD_BY_TAPS_ON_CPU", False)
+    assert _dot_products(kernel_grad()) == 0
