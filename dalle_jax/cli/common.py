@@ -43,18 +43,18 @@ flags.DEFINE_integer("heartbeat_timeout", 100, "--distributed: seconds without a
 FLAGS = flags.FLAGS
 
 
-
 def workdir() -> pathlib.Path:
     """--workdir, refused if missing or a file."""
     if not FLAGS.workdir:
         raise app.UsageError("this command needs --workdir")
-    workdir = pathlib.Path(FLAGS.workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise app.UsageError(f"--workdir {workdir} is a file, not a directory")
-    return workdir
+    path = pathlib.Path(FLAGS.workdir)
+    if path.exists() and not path.is_dir():
+        raise app.UsageError(f"--workdir {path} is a file, not a directory")
+    return path
 
 
 def train_task(config, task) -> None:
+    """Trains `task` into --workdir/TASK (resuming with --resume); a stop signal exits with 143."""
     from dalle_jax.train import trainer
 
     try:
@@ -81,6 +81,7 @@ def trained_clip():
 
 
 def clip_for_rerank():
+    """`trained_clip()`, or a refusal saying --rerank needs one."""
     embedders = trained_clip()
     if embedders is None:
         raise app.UsageError(f"--rerank needs a CLIP in {workdir() / 'clip'}: run train-clip first")
