@@ -178,15 +178,20 @@ def run(config, workdir: str | pathlib.Path) -> dict:
 
 def arms_prompts(objects: list[int], per_count: int) -> list[int]:
     """Indices of the first `per_count` prompts with one object, then of those with two."""
-    return [i for count in (1, 2) for i in [i for i, n in enumerate(objects) if n == count][:per_count]]
+    return [i for count in (1, 2) for i in [j for j, n in enumerate(objects) if n == count][:per_count]]
 
 
-def save_arms_picture(workdir: pathlib.Path, arms, scenes: list[shapes.Scene], per_count: int = 3) -> pathlib.Path:
+def save_arms_picture(workdir: pathlib.Path, arms, scenes: list[shapes.Scene],
+                      per_count: int = 3) -> pathlib.Path | None:
     """`arms.png`: one row per arm, its samples for the same validation prompts (the first
-    `per_count` with one object and with two), read back from each arm's `eval_validation.npz`."""
+    `per_count` with one object and with two), read back from each arm's `eval_validation.npz`;
+    None, and no picture, when no evaluated prompt has one or two objects."""
     samples = {arm: np.load(workdir / f"dalle_{arm}" / "eval_validation.npz") for arm in arms}
     prompts = [str(p) for p in samples[arms[0]]["prompts"]]
     shown = arms_prompts([len(s.objects) for s in scenes[:len(prompts)]], per_count)
+    if not shown:
+        log.warning("no picture of the arms: none of the %d evaluated prompts has one or two objects", len(prompts))
+        return None
     images = [samples[arm]["images"][i] for arm in arms for i in shown]
     labels = [f"{arm}: {prompts[i]}" for arm in arms for i in shown]
     return viz.save_grid(workdir / "arms.png", images, labels, columns=len(shown),

@@ -30,3 +30,13 @@ def test_arms_picture_puts_each_arms_sample_for_the_same_prompt_in_its_row(tmp_p
         for column, index in enumerate(shown):
             y, x = 4 + row * (tile + label + 4), 4 + column * (tile + 4)
             np.testing.assert_array_equal(grid[y:y + tile, x:x + tile], images[arm][index].repeat(3, 0).repeat(3, 1))
+
+
+def test_no_arms_picture_without_one_or_two_object_prompts(tmp_path):
+    scenes = [s for s in (shapes.sample_scene(np.random.default_rng(i), 32) for i in range(200))
+              if len(s.objects) == 3][:4]
+    (tmp_path / "dalle_alt").mkdir()
+    np.savez_compressed(tmp_path / "dalle_alt" / "eval_validation.npz", images=np.zeros((4, 32, 32, 3), np.uint8),
+                        prompts=np.array([s.describe() for s in scenes]))
+    assert dalle3.save_arms_picture(tmp_path, ("alt",), scenes) is None
+    assert not (tmp_path / "arms.png").exists()
