@@ -33,7 +33,8 @@ def peak_flops(device_kind: str) -> float | None:
     return next((peak for name, peak in PEAK_FLOPS if name in device_kind), None)
 
 
-def _sub_jaxprs(params: dict):
+def sub_jaxprs(params: dict):
+    """The jaxprs an equation holds in its `params` (a scan's body, a cond's branches, ...)."""
     for value in params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(item, jax_core.ClosedJaxpr):
@@ -58,7 +59,7 @@ def matmul_flops(jaxpr) -> int:
             out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
             total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel) // out_features
         else:
-            inner = [matmul_flops(sub) for sub in _sub_jaxprs(eqn.params)]
+            inner = [matmul_flops(sub) for sub in sub_jaxprs(eqn.params)]
             if not inner:
                 continue
             if name == "scan":

@@ -9,6 +9,7 @@ import pytest
 from jax import lax
 
 from dalle_jax.nn.conv import conv, kernel_grad_by_taps
+from dalle_jax.train import flops
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -60,16 +61,8 @@ def test_conv_output_and_gradients_are_xlas(features, kernel, stride):
 
 def _dot_products(jaxpr) -> int:
     """`dot_general`s in a jaxpr and every jaxpr inside it (the branches of `platform_dependent`)."""
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += eqn.primitive.name == "dot_general"
-        for value in eqn.params.values():
-            for inner in value if isinstance(value, (tuple, list)) else [value]:
-                if isinstance(inner, jax.extend.core.ClosedJaxpr):
-                    count += _dot_products(inner.jaxpr)
-                elif isinstance(inner, jax.extend.core.Jaxpr):
-                    count += _dot_products(inner)
-    return count
+    return sum((eqn.primitive.name == "dot_general") + sum(map(_dot_products, flops.sub_jaxprs(eqn.params)))
+               for eqn in jaxpr.eqns)
 
 
 def test_switch_leaves_the_kernel_gradient_to_xla(monkeypatch):
