@@ -7,7 +7,7 @@ import pathlib
 
 # The suite is compile-bound: tiny models, hundreds of small XLA programs (an eager `init` is one per
 # parameter). Unoptimised LLVM code generation compiles them about 2.5× faster. Set before JAX starts,
-# and inherited by the `run.py` subprocesses of test_cli.
+# and inherited by the `run.py` subprocesses of tests/cli/.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 # And the same programs are compiled again and again: by each test of a model, and by each `run.py`
 # subprocess (train, then generate, then eval, each compiling its sampler anew). JAX's persistent

@@ -176,7 +176,7 @@ def test_the_image_encoder_matches_transformers(pipeline, reference):
 def test_commands_sample_a_snapshot_with_no_work_dir(tmp_path):
     from PIL import Image
 
-    from tests.test_cli import run
+    from tests.cli.runner import run
 
     fast = ["--weights", str(SNAPSHOT), "--config.karlo.prior.num_steps=3", "--config.karlo.decoder.num_steps=3",
             "--config.karlo.super_res.num_steps=2"]
