@@ -19,8 +19,8 @@ from dalle_jax.models.clip import OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD
 from dalle_jax.tasks.clip import build_clip
 from dalle_jax.text.clip_tokenizer import ClipTokenizer
 from dalle_jax.train import trainer
-from dalle_jax.weights.mapping import (WeightsMismatchError, abstract_params, as_is, conv_kernel, dense_kernel, fill,
-                                       read_json, read_safetensors, reshaped)
+from dalle_jax.weights.mapping import (Tensors, WeightsMismatchError, abstract_params, as_is, conv_kernel,
+                                       dense_kernel, fill, read_json, read_safetensors, reshaped)
 
 WEIGHTS = "model.safetensors"
 # `transformers`' defaults for what a config.json leaves out (CLIPTextConfig, CLIPVisionConfig: ViT-B/32).
@@ -92,8 +92,8 @@ def model_settings(snapshot: pathlib.Path) -> tuple[dict, int, int]:
     return model, text["max_position_embeddings"], text["vocab_size"]
 
 
-def read_tensors(snapshot: pathlib.Path) -> dict[str, np.ndarray]:
-    """The snapshot's `model.safetensors` as NumPy arrays."""
+def read_tensors(snapshot: pathlib.Path) -> Tensors:
+    """The snapshot's `model.safetensors`, each tensor read as it is looked up."""
     return read_safetensors(snapshot, (WEIGHTS,))[1]
 
 

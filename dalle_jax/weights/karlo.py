@@ -16,7 +16,6 @@ import dataclasses
 import pathlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,7 +25,7 @@ from dalle_jax.models.prior import DiffusionPrior
 from dalle_jax.nn.unet import UNet
 from dalle_jax.text.clip_tokenizer import ClipTokenizer
 from dalle_jax.weights import hf_clip
-from dalle_jax.weights.mapping import (abstract_params, as_is, conv_kernel, dense_kernel, fill, read_json,
+from dalle_jax.weights.mapping import (Tensors, abstract_params, as_is, conv_kernel, dense_kernel, fill, read_json,
                                        read_safetensors, reshaped)
 
 # A component's weights: diffusers' and transformers' file names, full precision first, then the fp16 variant.
@@ -47,7 +46,7 @@ def component_config(snapshot: pathlib.Path, name: str, filename: str = "config.
     return path, read_json(path)
 
 
-def read_weights(directory: pathlib.Path) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
+def read_weights(directory: pathlib.Path) -> tuple[pathlib.Path, Tensors]:
     """(file, tensors) of a component: its safetensors (NumPy API), or else its PyTorch pickle,
     which needs PyTorch (`pip install -e '.[convert]'`; read with `weights_only`, no code runs)."""
     try:
@@ -62,17 +61,13 @@ def read_weights(directory: pathlib.Path) -> tuple[pathlib.Path, dict[str, np.nd
         raise FileNotFoundError(f"{directory} has only {pickle.name}, a PyTorch pickle: reading it needs PyTorch "
                                 f"(pip install -e '.[convert]'), or fetch the snapshot's safetensors files") from None
     state = torch.load(pickle, map_location="cpu", weights_only=True)
-    return pickle, {name: tensor.float().numpy() for name, tensor in state.items()}
+    return pickle, Tensors.of(state, lambda tensor: tensor.float().numpy())
 
 
 def _check(config_file: pathlib.Path, config: dict, supported: dict) -> None:
     for key, value in supported.items():
         if config.get(key, value) != value:
             raise ValueError(f"{config_file}: {key} = {config[key]!r} is not supported (Karlo's is {value!r})")
-
-
-def _cast(params, dtype):
-    return jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
 
 
 # -- the text encoder ---------------------------------------------------------------------
@@ -91,8 +86,8 @@ def load_text_encoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[clip.P
         projection_dim=config.get("projection_dim", 512))
     path, tensors = read_weights(config_file.parent)
     abstract = abstract_params(module, jnp.zeros((1, text["max_position_embeddings"]), jnp.int32))
-    params = fill(abstract, tensors, hf_clip.hf_name, origin=str(path), ignored=hf_clip.BUFFERS)
-    return module, _cast(params, dtype), tokenizer
+    params = fill(abstract, tensors, hf_clip.hf_name, origin=str(path), ignored=hf_clip.BUFFERS, dtype=dtype)
+    return module, params, tokenizer
 
 
 def no_image_encoder(snapshot: pathlib.Path) -> FileNotFoundError:
@@ -122,7 +117,7 @@ def load_image_encoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[clip.
     path, tensors = read_weights(directory)
     size = vision["image_size"]
     abstract = abstract_params(module, jnp.zeros((1, size, size, 3), jnp.uint8))
-    return module, _cast(fill(abstract, tensors, hf_clip.hf_name, origin=str(path), ignored=hf_clip.BUFFERS), dtype)
+    return module, fill(abstract, tensors, hf_clip.hf_name, origin=str(path), ignored=hf_clip.BUFFERS, dtype=dtype)
 
 
 def text_mask(tokens: np.ndarray, eos_id: int) -> np.ndarray:
@@ -216,9 +211,9 @@ def load_prior(snapshot: pathlib.Path, dtype=jnp.float32) -> KarloPrior:
     abstract = abstract_params(module, jnp.zeros((1, embedding_dim)), jnp.zeros((1,), jnp.int32),
                                jnp.zeros((1, embedding_dim)), jnp.zeros((1, length, embedding_dim)),
                                jnp.ones((1, length), bool))
-    params = fill(abstract, tensors, prior_name, origin=str(path), ignored=("clip_mean", "clip_std"))
+    params = fill(abstract, tensors, prior_name, origin=str(path), ignored=("clip_mean", "clip_std"), dtype=dtype)
     statistic = lambda name: np.asarray(tensors[name], np.float32).reshape(-1)
-    return KarloPrior(module, _cast(params, dtype), statistic("clip_mean"), statistic("clip_std"))
+    return KarloPrior(module, params, statistic("clip_mean"), statistic("clip_std"))
 
 
 # -- the schedulers ------------------------------------------------------------------------
@@ -343,18 +338,19 @@ def _leaf(prefix: str, part: str, leaf: str):
     return f"{prefix}.{suffix}", transform
 
 
-def fuse_attention_projections(tensors: dict[str, np.ndarray], prefixes: list[str]) -> dict[str, np.ndarray]:
+def fuse_attention_projections(tensors: Tensors, prefixes: list[str]) -> Tensors:
     """`tensors` with each attention layer's query, key and value projections (`to_q`, `to_k`,
     `to_v`) joined into one `qkv`, and the context's (`add_k_proj`, `add_v_proj`) into
-    `context_kv`, as this project's `AttentionBlock` holds them."""
-    tensors = dict(tensors)
+    `context_kv`, as this project's `AttentionBlock` holds them (joined when read)."""
+    readers = dict(tensors.readers)
     for prefix in prefixes:
         for fused, parts in (("qkv", ("to_q", "to_k", "to_v")), ("context_kv", ("add_k_proj", "add_v_proj"))):
             for leaf in ("weight", "bias"):
                 names = [f"{prefix}.{part}.{leaf}" for part in parts]
-                if all(name in tensors for name in names):
-                    tensors[f"{prefix}.{fused}.{leaf}"] = np.concatenate([tensors.pop(name) for name in names])
-    return tensors
+                if all(name in readers for name in names):
+                    joined = [readers.pop(name) for name in names]
+                    readers[f"{prefix}.{fused}.{leaf}"] = lambda joined=joined: np.concatenate([r() for r in joined])
+    return Tensors(readers)
 
 
 def unet_name(layout: UNetLayout):
@@ -394,8 +390,8 @@ def load_decoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[KarloDecode
                           num_clip_tokens=proj_config.get("clip_extra_context_tokens", 4), dtype=dtype)
     decoder_path, decoder_tensors = read_weights(config_file.parent)
     proj_path, proj_tensors = read_weights(proj_file.parent)
-    tensors = {**{f"decoder.{k}": v for k, v in fuse_attention_projections(
-        decoder_tensors, layout.block_names()[1]).items()}, **{f"text_proj.{k}": v for k, v in proj_tensors.items()}}
+    fused = fuse_attention_projections(decoder_tensors, layout.block_names()[1])
+    tensors = Tensors({**fused.prefixed("decoder.").readers, **proj_tensors.prefixed("text_proj.").readers})
     unet_rule = unet_name(layout)
 
     def rule(path):
@@ -418,8 +414,7 @@ def load_decoder(snapshot: pathlib.Path, dtype=jnp.float32) -> tuple[KarloDecode
     abstract = abstract_params(module, jnp.zeros((1, size, size, config.get("in_channels", 3))),
                                jnp.zeros((1,), jnp.int32), jnp.zeros((1, embedding_dim)), jnp.zeros((1, embedding_dim)),
                                jnp.zeros((1, length, embedding_dim)), jnp.ones((1, length), bool))
-    params = fill(abstract, tensors, rule, origin=f"{decoder_path} and {proj_path}")
-    return module, _cast(params, dtype)
+    return module, fill(abstract, tensors, rule, origin=f"{decoder_path} and {proj_path}", dtype=dtype)
 
 
 def load_super_res(snapshot: pathlib.Path, name: str, dtype=jnp.float32) -> tuple[Upsampler, Any]:
@@ -441,4 +436,4 @@ def load_super_res(snapshot: pathlib.Path, name: str, dtype=jnp.float32) -> tupl
     size, channels = config["sample_size"], config["out_channels"]
     abstract = abstract_params(module, jnp.zeros((1, size, size, channels)), jnp.zeros((1,), jnp.int32),
                                jnp.zeros((1, size // 4, size // 4, channels)))
-    return module, _cast(fill(abstract, tensors, rule, origin=str(path)), dtype)
+    return module, fill(abstract, tensors, rule, origin=str(path), dtype=dtype)

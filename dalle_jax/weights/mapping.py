@@ -4,17 +4,20 @@ A converter gives one rule: a Flax parameter path to the released tensor's name 
 function that lays it out as Flax does (a transposed kernel, a reshaped projection). Every
 parameter must be found with the right shape and every released tensor used, or the error
 lists each one that is missing, mis-shaped or left over, with the file it came from: nothing
-is dropped or zero-filled silently.
+is dropped or zero-filled silently. Tensors are read one at a time as their parameter is filled
+(`Tensors`), so loading a checkpoint holds its parameters and one tensor, not the file besides.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # A released tensor and the shape its Flax parameter has, to that parameter's value.
@@ -34,21 +37,62 @@ def read_json(path: pathlib.Path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
-def read_safetensors(directory: pathlib.Path, filenames: Sequence[str]) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
-    """The first of `filenames` in `directory` that exists, and its tensors as NumPy arrays
-    (the `safetensors` NumPy API: no PyTorch). The error lists what the directory holds."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+class Tensors(Mapping[str, np.ndarray]):
+    """A checkpoint's tensors by name, each read when it is looked up and not kept (`readers`:
+    name to a function returning the NumPy array). Names are known without reading anything."""
+
+    def __init__(self, readers: Mapping[str, Callable[[], np.ndarray]]):
+        self.readers = dict(readers)
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, Any], convert: Callable[[Any], np.ndarray] = np.asarray) -> "Tensors":
+        """Arrays already in memory (a PyTorch state dict: `convert` makes each a NumPy array when read)."""
+        return cls({name: functools.partial(convert, array) for name, array in arrays.items()})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.readers[name]()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.readers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.readers)
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+    def prefixed(self, prefix: str) -> "Tensors":
+        """The same tensors named `prefix + name`."""
+        return Tensors({prefix + name: read for name, read in self.readers.items()})
+
+
+def read_safetensors(directory: pathlib.Path, filenames: Sequence[str]) -> tuple[pathlib.Path, Tensors]:
+    """The first of `filenames` in `directory` that exists, and its `Tensors` (the `safetensors`
+    NumPy API: no PyTorch). Each read maps the file and unmaps it after, so no part of a file
+    stays resident once its tensor is copied out. The error lists what the directory holds, or
+    names the file and tensor that cannot be read."""
+    from safetensors import SafetensorError, safe_open
 
     path = next((directory / name for name in filenames if (directory / name).is_file()), None)
     if path is None:
         present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
         raise FileNotFoundError(f"{directory / filenames[0]} not found ({directory} has "
                                 f"{', '.join(present) or 'no files'}); the weights must be in safetensors form")
+    unreadable = (SafetensorError, TypeError, ValueError)  # a truncated file, a dtype NumPy does not know
+
+    def read(name: str) -> np.ndarray:
+        try:
+            with safe_open(str(path), framework="numpy") as file:
+                return file.get_tensor(name)
+        except unreadable as error:
+            raise ValueError(f"cannot read {name} from {path}: {error}") from None
+
     try:
-        return path, load_file(str(path))
-    except (SafetensorError, TypeError, ValueError) as error:  # a truncated file, or bfloat16 (NumPy has none)
+        with safe_open(str(path), framework="numpy") as file:
+            names = list(file.keys())
+    except unreadable as error:
         raise ValueError(f"cannot read {path}: {error}") from None
+    return path, Tensors({name: functools.partial(read, name) for name in names})
 
 
 def as_is(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -80,10 +124,11 @@ def abstract_params(module: nn.Module, *args, **kwargs) -> Any:
 
 
 def fill(abstract: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *, origin: str,
-         ignored: Iterable[str] = ()) -> Any:
+         ignored: Iterable[str] = (), dtype=None) -> Any:
     """The parameter tree shaped like `abstract`, each leaf `transform(tensors[name])` for
-    `(name, transform) = rule(path)`. `ignored` names released tensors that are not
-    parameters (buffers such as position ids). Raises `WeightsMismatchError` naming `origin`."""
+    `(name, transform) = rule(path)`, a JAX array of `dtype` (default: the abstract leaf's),
+    converted as it is read. `ignored` names released tensors that are not parameters (buffers
+    such as position ids). Raises `WeightsMismatchError` naming `origin`."""
     problems, used = [], set()
 
     def leaf(path, wanted):
@@ -93,15 +138,15 @@ def fill(abstract: Any, tensors: Mapping[str, np.ndarray], rule: Rule, *, origin
             problems.append(f"{name}: missing (it would fill {'/'.join(names)} {tuple(wanted.shape)})")
             return None
         used.add(name)
+        released = np.asarray(tensors[name])
         try:
-            value = np.asarray(transform(np.asarray(tensors[name]), tuple(wanted.shape)))
+            value = np.asarray(transform(released, tuple(wanted.shape)))
         except ValueError:  # a reshape that cannot fit
             value = None
         if value is None or value.shape != tuple(wanted.shape):
-            problems.append(f"{name}: shape {tuple(np.shape(tensors[name]))} does not fit {'/'.join(names)} "
-                            f"{tuple(wanted.shape)}")
+            problems.append(f"{name}: shape {released.shape} does not fit {'/'.join(names)} {tuple(wanted.shape)}")
             return None
-        return value.astype(wanted.dtype)
+        return jnp.asarray(value, dtype or wanted.dtype)
 
     params = jax.tree_util.tree_map_with_path(leaf, abstract)
     ignored = set(ignored)
