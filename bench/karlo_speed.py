@@ -5,20 +5,22 @@
   python bench/karlo_speed.py --frameworks jax --snapshot DIR   # a GPU host without PyTorch
 
 One text-to-image sample at diffusers' defaults (prior 25 steps, decoder 25, super-resolution 7;
-guidance 4 and 8) per batch size. Without --snapshot, a snapshot of random weights is written
-first, at Karlo's sizes (`full`: a 1B prior, 900M decoder, 2 × 700M super-resolution UNets, CLIP
-ViT-L/14's text tower; about 14 GB of float32) or the test fixture's (`tiny`). Each framework runs
-in its own process (so each has the memory to itself and its peak is its own), a warm-up call
-first (JAX compiles there), then `--repeats` timed calls (`--repeats 0`: the first call is the
-timing, compilation included; at full size on a CPU that halves the run, and JAX's compile is about
-2% of a call). Prints one JSON line per framework and batch: seconds per call, images/s, the first
-call's seconds, peak resident memory; then the ratio of diffusers' seconds to this project's.
+guidance 4 and 8) per batch size; `--steps P D S` sets the three step counts on both sides (a quick look
+at a setting, such as `XLA_FLAGS`, before a full run). Without --snapshot, a snapshot of random weights
+is written first, at Karlo's sizes (`full`: a 1B prior, 900M decoder, 2 × 700M super-resolution UNets,
+CLIP ViT-L/14's text tower; about 14 GB of float32) or the test fixture's (`tiny`). Each framework runs
+in its own process (so each has the memory to itself and its peak is its own), a warm-up call first (JAX
+compiles there), then `--repeats` timed calls (`--repeats 0`: the first call is the timing, compilation
+included; at full size on a CPU that halves the run, and JAX's compile is about 2% of a call). Prints
+one JSON line per framework and batch: seconds per call, images/s, the first call's seconds, peak
+resident memory; then the ratio of diffusers' seconds to this project's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 import subprocess
@@ -30,7 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests_convert")]
 
 PROMPT = "a high-resolution photograph of a big red frog on a green leaf"
-STEPS = {"prior": 25, "decoder": 25, "super_res": 7}
+STEPS = {"prior": 25, "decoder": 25, "super_res": 7}  # diffusers' defaults, and the pipeline's here
 
 # Karlo v1 alpha's configs (diffusers' scripts/convert_kakao_brain_unclip_to_diffusers.py; the text
 # encoder is OpenAI's CLIP ViT-L/14 text tower).
@@ -69,21 +71,24 @@ def timed(call, repeats: int) -> dict:
     return {"first_call_s": round(first, 2), "seconds": round(min(seconds, default=first), 2)}
 
 
-def run_jax(snapshot: str, batch: int, repeats: int, dtype: str) -> dict:
+def run_jax(snapshot: str, batch: int, repeats: int, dtype: str, steps: dict) -> dict:
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
 
     from dalle_jax.pipelines.karlo import DEFAULT_SAMPLING, Karlo
 
     assert {stage: s.num_steps for stage, s in DEFAULT_SAMPLING.items()} == STEPS  # diffusers' defaults, both sides
+    sampling = {stage: dataclasses.replace(s, num_steps=steps[stage]) for stage, s in DEFAULT_SAMPLING.items()}
     tick = time.perf_counter()
     karlo = Karlo.load(snapshot, jnp.dtype(dtype))
     load = time.perf_counter() - tick
-    call = lambda: karlo.generate([PROMPT] * batch, jax.random.key(0))
+    call = lambda: karlo.generate([PROMPT] * batch, jax.random.key(0), sampling)
     return {"load_s": round(load, 1), **timed(call, repeats), "device": jax.devices()[0].device_kind}
 
 
-def run_diffusers(snapshot: str, batch: int, repeats: int, dtype: str) -> dict:
+def run_diffusers(snapshot: str, batch: int, repeats: int, dtype: str, steps: dict) -> dict:
     import torch
 
     import make_fixtures
@@ -94,16 +99,18 @@ def run_diffusers(snapshot: str, batch: int, repeats: int, dtype: str) -> dict:
     load = time.perf_counter() - tick
     generator = torch.Generator().manual_seed(0)
     call = lambda: pipeline([PROMPT] * batch, generator=generator, output_type="np",
-                            prior_num_inference_steps=STEPS["prior"], decoder_num_inference_steps=STEPS["decoder"],
-                            super_res_num_inference_steps=STEPS["super_res"])
+                            prior_num_inference_steps=steps["prior"], decoder_num_inference_steps=steps["decoder"],
+                            super_res_num_inference_steps=steps["super_res"])
     with torch.inference_mode():
         return {"load_s": round(load, 1), **timed(call, repeats), "torch_threads": torch.get_num_threads()}
 
 
 def child(args) -> None:
     run = {"jax": run_jax, "diffusers": run_diffusers}[args.child]
-    result = run(args.snapshot, args.child_batch, args.repeats, args.dtype)
-    print(json.dumps({"framework": args.child, "batch": args.child_batch, "dtype": args.dtype, **result,
+    steps = dict(zip(STEPS, args.steps))
+    result = run(args.snapshot, args.child_batch, args.repeats, args.dtype, steps)
+    print(json.dumps({"framework": args.child, "batch": args.child_batch, "dtype": args.dtype, "steps": steps,
+                      "xla_flags": os.environ.get("XLA_FLAGS", ""), **result,
                       "images_per_s": round(args.child_batch / result["seconds"], 4),
                       "peak_memory_gb": peak_memory_gb()}))
 
@@ -121,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=1, help="timed calls after the first (0: time the first)")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--steps", type=int, nargs=3, default=list(STEPS.values()),
+                        metavar=("PRIOR", "DECODER", "SUPER_RES"))
     parser.add_argument("--frameworks", nargs="+", default=["jax", "diffusers"], choices=("jax", "diffusers"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-batch", type=int, help=argparse.SUPPRESS)
@@ -134,7 +143,8 @@ def main() -> None:
             for framework in args.frameworks:
                 out = subprocess.run([sys.executable, __file__, "--snapshot", snapshot, "--child", framework,
                                       "--child-batch", str(batch), "--repeats", str(args.repeats), "--dtype",
-                                      args.dtype], capture_output=True, text=True, check=False)
+                                      args.dtype, "--steps", *map(str, args.steps)],
+                                     capture_output=True, text=True, check=False)
                 if out.returncode:
                     raise SystemExit(f"{framework} at batch {batch} failed:\n{out.stderr[-3000:]}")
                 line = out.stdout.strip().splitlines()[-1]
