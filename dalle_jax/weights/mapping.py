@@ -45,8 +45,8 @@ class Tensors(Mapping[str, np.ndarray]):
         self.readers = dict(readers)
 
     @classmethod
-    def of(cls, arrays: Mapping[str, Any], convert: Callable[[Any], np.ndarray] = np.asarray) -> "Tensors":
-        """Arrays already in memory (a PyTorch state dict: `convert` makes each a NumPy array when read)."""
+    def of(cls, arrays: Mapping[str, Any], convert: Callable[[Any], np.ndarray]) -> "Tensors":
+        """Arrays already in memory, each made a NumPy array by `convert` when read (a PyTorch state dict's)."""
         return cls({name: functools.partial(convert, array) for name, array in arrays.items()})
 
     def __getitem__(self, name: str) -> np.ndarray:
