@@ -3,18 +3,27 @@
   python bench/conv_cpu.py                 # each setting of FLAG_SETTINGS in its own process
   python bench/conv_cpu.py --flags=--xla_cpu_experimental_ynn_fusion_type=   # one setting
   python bench/conv_cpu.py --step          # and the decoder's training step, kernel gradient by taps or XLA's
+  .venv-convert/bin/python bench/conv_cpu.py --karlo   # forward only, at Karlo's UNet shapes, and PyTorch's rate
+  python bench/conv_cpu.py --step-convolutions --seconds 0.6   # the decoder step's convolutions, each part alone
 
 XLA reads `XLA_FLAGS` once, when its CPU client starts, so each setting runs in a child process. The
 convolution is the UNets' (NHWC, SAME padding, batch 8) at the shapes of the decoder's levels; FLOPs are
 3 × 2 · b · h · w · c_in · c_out · 9 (the forward pass and the two gradients). With `--step`, each setting
 also times `bench/unclip_throughput.py`'s decoder training step (batch 8) compiled twice, with the kernel
 gradient by taps (`dalle_jax/nn/conv.py`, the CPU's default) and with XLA's own, the two alternating.
-docs/performance.md quotes it.
+With `--karlo`, the convolutions are forward only (sampling), batch and shape those of Karlo's UNets
+(`KARLO_SHAPES`), and, where PyTorch is installed, PyTorch's rate at the same shapes follows (NCHW,
+`torch.nn.Conv2d`, its default threads). With `--step-convolutions`, every convolution of the decoder's
+training step (its shapes, collected while the loss is traced) is timed alone: forward, input gradient,
+kernel gradient by XLA and by taps, each weighted by how often the step runs it and summed, so that the
+step's time can be split between its convolutions and the rest. docs/performance.md and docs/weights.md
+quote it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +34,43 @@ import time
 FLAG_SETTINGS = ("", "--xla_cpu_experimental_ynn_fusion_type=",
                  "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
 SHAPES = ((32, 64), (16, 128), (8, 256))  # (side, channels)
+_NHWC = ("NHWC", "HWIO", "NHWC")
+# (batch, side, channels): the super-resolution UNet's levels at 256 px, one image; the decoder's at 64 px,
+# an image and its unguided twin.
+KARLO_SHAPES = ((1, 256, 320), (1, 128, 640), (1, 64, 960), (1, 32, 1280),
+                (2, 64, 320), (2, 32, 640), (2, 16, 960), (2, 8, 1280))
+
+
+def repeated_seconds(call, seconds: float) -> float:
+    """Seconds per `call()` over at least `seconds` (two calls at the least), after one untimed call."""
+    call()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or calls < 2:
+        call()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def forward_rates(framework: str, seconds: float) -> dict:
+    """GFLOP/s of a 3×3 convolution, channels in = out, forward only, at each of `KARLO_SHAPES`."""
+    rates = {}
+    for batch, side, channels in KARLO_SHAPES:
+        if framework == "jax":
+            import jax
+
+            x = jax.random.normal(jax.random.key(0), (batch, side, side, channels))
+            kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, channels)) * 0.02
+            conv = jax.jit(lambda x, kernel: jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                                                          dimension_numbers=_NHWC))
+            call = lambda: jax.block_until_ready(conv(x, kernel))
+        else:
+            import torch
+
+            conv, x = torch.nn.Conv2d(channels, channels, 3, padding=1), torch.randn(batch, channels, side, side)
+            call = torch.inference_mode()(lambda: conv(x))
+        flops = 2 * batch * side * side * channels * channels * 9
+        rates[f"{batch}x{side}px_{channels}ch_gflop_per_second"] = round(flops / repeated_seconds(call, seconds) / 1e9, 1)
+    return rates
 
 
 def gflop_per_second(batch: int, side: int, channels: int, seconds: float) -> float:
@@ -35,17 +81,56 @@ def gflop_per_second(batch: int, side: int, channels: int, seconds: float) -> fl
     kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, channels)) * 0.05
 
     def loss(x, kernel):
-        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
         return jnp.sum(y * y)
 
     step = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    jax.block_until_ready(step(x, kernel))  # compiles
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        jax.block_until_ready(step(x, kernel))
-        calls += 1
-    per_call = (time.perf_counter() - start) / calls
+    per_call = repeated_seconds(lambda: jax.block_until_ready(step(x, kernel)), seconds)
     return round(3 * 2 * batch * side * side * channels * channels * 9 / per_call / 1e9, 1)
+
+
+def step_convolution_seconds(batch: int, seconds: float) -> dict:
+    """Seconds a decoder training step spends in each part of its convolutions, each shape timed alone."""
+    import collections
+    import pathlib
+
+    sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from dalle_jax.diffusion import schedules
+    from dalle_jax.nn import conv
+    from unclip_throughput import bench_decoder
+
+    decoder, inputs, loss = bench_decoder(batch, jnp.float32, schedules.make_schedule("cosine", 1000),
+                                          jax.random.split(jax.random.key(0), 4))
+    params = nn.unbox(jax.eval_shape(decoder.init, jax.random.key(0), *inputs))["params"]
+    shapes, traced = collections.Counter(), conv.conv_nhwc
+    conv.conv_nhwc = lambda x, kernel, strides, padding: (
+        shapes.update([(x.shape, kernel.shape, strides, padding)]) or traced(x, kernel, strides, padding))
+    try:
+        jax.eval_shape(lambda params: loss(params, inputs, jax.random.key(1)), params)
+    finally:
+        conv.conv_nhwc = traced
+    totals = collections.Counter()
+    for (x_shape, kernel_shape, strides, padding), count in shapes.items():
+        x = jax.random.normal(jax.random.key(0), x_shape)
+        kernel = jax.random.normal(jax.random.key(1), kernel_shape) * 0.05
+        plain = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+        dy = jnp.ones_like(plain(x, kernel))
+        parts = {
+            "forward": jax.jit(plain),
+            "input_grad": jax.jit(lambda x, kernel: jax.vjp(lambda x: plain(x, kernel), x)[1](dy)[0]),
+            "kernel_grad_xla": jax.jit(lambda x, kernel: jax.vjp(lambda k: plain(x, k), kernel)[1](dy)[0]),
+            "kernel_grad_taps": jax.jit(lambda x, kernel: conv.kernel_grad_by_taps(x, dy, kernel_shape[:2],
+                                                                                   strides, padding)),
+        }
+        for name, part in parts.items():
+            totals[name] += count * repeated_seconds(lambda: jax.block_until_ready(part(x, kernel)), seconds)
+    return {"step_convolution_shapes": len(shapes), "step_convolutions": sum(shapes.values()),
+            **{f"step_{name}_seconds": round(total, 3) for name, total in totals.items()}}
 
 
 def decoder_step_images_per_second(batch: int, rounds: int) -> dict:
@@ -83,19 +168,36 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed per shape")
     parser.add_argument("--step", action="store_true", help="also time the decoder's training step both ways")
     parser.add_argument("--rounds", type=int, default=3, help="--step: alternations of the two steps")
+    parser.add_argument("--karlo", action="store_true", help="forward only, at Karlo's shapes; and PyTorch's")
+    parser.add_argument("--step-convolutions", action="store_true",
+                        help="the decoder step's convolutions, each part alone, summed over the step")
     args = parser.parse_args()
     if args.flags is None:
         for flags in FLAG_SETTINGS:
             command = [sys.executable, __file__, f"--flags={flags}", "--batch", str(args.batch),
-                       "--seconds", str(args.seconds), "--rounds", str(args.rounds)] + ["--step"] * args.step
+                       "--seconds", str(args.seconds), "--rounds", str(args.rounds)]
+            command += ["--step"] * args.step + ["--karlo"] * args.karlo
+            command += ["--step-convolutions"] * args.step_convolutions
             out = subprocess.run(command, check=True, capture_output=True, text=True,
                                  env=os.environ | {"XLA_FLAGS": flags}).stdout
             print(out.strip().splitlines()[-1], flush=True)
+        if args.karlo and importlib.util.find_spec("torch"):
+            import torch
+
+            print(json.dumps({"framework": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
+                              **forward_rates("torch", args.seconds)}))
+        return
+    os.environ["XLA_FLAGS"] = args.flags  # read when JAX's CPU client starts, after this
+    if args.karlo:
+        print(json.dumps({"framework": "jax", "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                          **forward_rates("jax", args.seconds)}))
         return
     row = {f"{side}px_{channels}ch_gflop_per_second": gflop_per_second(args.batch, side, channels, args.seconds)
            for side, channels in SHAPES}
     if args.step:
         row |= decoder_step_images_per_second(args.batch, args.rounds)
+    if args.step_convolutions:
+        row |= step_convolution_seconds(args.batch, args.seconds)
     print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""), "batch": args.batch, **row}))
 
 

@@ -13,7 +13,8 @@ in its own process (so each has the memory to itself and its peak is its own), a
 compiles there), then `--repeats` timed calls (`--repeats 0`: the first call is the timing, compilation
 included; at full size on a CPU that halves the run, and JAX's compile is about 2% of a call). Prints
 one JSON line per framework and batch: seconds per call, images/s, the first call's seconds, peak
-resident memory; then the ratio of diffusers' seconds to this project's.
+resident memory; then the ratio of diffusers' seconds to this project's. `--count-flops` counts diffusers'
+FLOPs instead (a call, and a step of each stage), from which each side's achieved FLOP rate follows.
 """
 
 from __future__ import annotations
@@ -105,6 +106,34 @@ def run_diffusers(snapshot: str, batch: int, repeats: int, dtype: str, steps: di
         return {"load_s": round(load, 1), **timed(call, repeats), "torch_threads": torch.get_num_threads()}
 
 
+def diffusers_flops(snapshot: str, batch: int, steps: dict) -> dict:
+    """FLOPs of one diffusers call at `steps`, by PyTorch's counter (its matrix products and convolutions,
+    `torch.utils.flop_counter`), and of one step of each stage: the call is counted at 2 steps a stage (the
+    scheduler's least) and with each stage a step longer in turn; the rest is what runs once a call."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import make_fixtures
+
+    pipeline = make_fixtures.load_karlo_pipeline(pathlib.Path(snapshot))
+    pipeline.set_progress_bar_config(disable=True)
+
+    def counted(prior: int, decoder: int, super_res: int) -> int:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            pipeline([PROMPT] * batch, generator=torch.Generator().manual_seed(0), output_type="np",
+                     prior_num_inference_steps=prior, decoder_num_inference_steps=decoder,
+                     super_res_num_inference_steps=super_res)
+        return counter.get_total_flops()
+
+    base = counted(2, 2, 2)
+    per_step = {stage: counted(*(3 if other == stage else 2 for other in STEPS)) - base for stage in STEPS}
+    once = base - 2 * sum(per_step.values())
+    total = once + sum(steps[stage] * flops for stage, flops in per_step.items())
+    return {"batch": batch, "steps": steps, "gflop_per_call": round(total / 1e9, 3),
+            "gflop_once_per_call": round(once / 1e9, 3),
+            **{f"gflop_per_{stage}_step": round(flops / 1e9, 3) for stage, flops in per_step.items()}}
+
+
 def child(args) -> None:
     run = {"jax": run_jax, "diffusers": run_diffusers}[args.child]
     steps = dict(zip(STEPS, args.steps))
@@ -131,6 +160,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs=3, default=list(STEPS.values()),
                         metavar=("PRIOR", "DECODER", "SUPER_RES"))
     parser.add_argument("--frameworks", nargs="+", default=["jax", "diffusers"], choices=("jax", "diffusers"))
+    parser.add_argument("--count-flops", action="store_true",
+                        help="instead of timing: diffusers' FLOPs a call and a step of each stage (PyTorch's counter)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,6 +169,10 @@ def main() -> None:
         return child(args)
     with tempfile.TemporaryDirectory() as scratch:
         snapshot = args.snapshot or str(write_snapshot(pathlib.Path(scratch) / "karlo", args.sizes))
+        if args.count_flops:
+            for batch in args.batch:
+                print(json.dumps(diffusers_flops(snapshot, batch, dict(zip(STEPS, args.steps)))), flush=True)
+            return
         results = {}
         for batch in args.batch:
             for framework in args.frameworks:
