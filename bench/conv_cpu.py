@@ -34,11 +34,32 @@ import time
 FLAG_SETTINGS = ("", "--xla_cpu_experimental_ynn_fusion_type=",
                  "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
 SHAPES = ((32, 64), (16, 128), (8, 256))  # (side, channels)
-_NHWC = ("NHWC", "HWIO", "NHWC")
 # (batch, side, channels): the super-resolution UNet's levels at 256 px, one image; the decoder's at 64 px,
 # an image and its unguided twin.
 KARLO_SHAPES = ((1, 256, 320), (1, 128, 640), (1, 64, 960), (1, 32, 1280),
                 (2, 64, 320), (2, 32, 640), (2, 16, 960), (2, 8, 1280))
+
+
+def conv_nhwc(x, kernel, strides=(1, 1), padding="SAME"):
+    """The UNets' convolution as XLA takes it: NHWC inputs, HWIO kernels, XLA's own gradients."""
+    import jax
+
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def bench_decoder(batch: int):
+    """`bench/unclip_throughput.py`'s decoder, its training inputs and loss (`bench_decoder` there)."""
+    import pathlib
+
+    sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
+    import jax
+    import jax.numpy as jnp
+
+    import unclip_throughput
+    from dalle_jax.diffusion import schedules
+
+    return unclip_throughput.bench_decoder(batch, jnp.float32, schedules.make_schedule("cosine", 1000),
+                                           jax.random.split(jax.random.key(0), 4))
 
 
 def repeated_seconds(call, seconds: float) -> float:
@@ -60,8 +81,7 @@ def forward_rates(framework: str, seconds: float) -> dict:
 
             x = jax.random.normal(jax.random.key(0), (batch, side, side, channels))
             kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, channels)) * 0.02
-            conv = jax.jit(lambda x, kernel: jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                                                          dimension_numbers=_NHWC))
+            conv = jax.jit(conv_nhwc)
             call = lambda: jax.block_until_ready(conv(x, kernel))
         else:
             import torch
@@ -81,7 +101,7 @@ def gflop_per_second(batch: int, side: int, channels: int, seconds: float) -> fl
     kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, channels)) * 0.05
 
     def loss(x, kernel):
-        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
+        y = conv_nhwc(x, kernel)
         return jnp.sum(y * y)
 
     step = jax.jit(jax.grad(loss, argnums=(0, 1)))
@@ -92,20 +112,14 @@ def gflop_per_second(batch: int, side: int, channels: int, seconds: float) -> fl
 def step_convolution_seconds(batch: int, seconds: float) -> dict:
     """Seconds a decoder training step spends in each part of its convolutions, each shape timed alone."""
     import collections
-    import pathlib
 
-    sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    from jax import lax
 
-    from dalle_jax.diffusion import schedules
+    decoder, inputs, loss = bench_decoder(batch)  # puts the repository on the path
     from dalle_jax.nn import conv
-    from unclip_throughput import bench_decoder
 
-    decoder, inputs, loss = bench_decoder(batch, jnp.float32, schedules.make_schedule("cosine", 1000),
-                                          jax.random.split(jax.random.key(0), 4))
     params = nn.unbox(jax.eval_shape(decoder.init, jax.random.key(0), *inputs))["params"]
     shapes, traced = collections.Counter(), conv.conv_nhwc
     conv.conv_nhwc = lambda x, kernel, strides, padding: (
@@ -118,7 +132,7 @@ def step_convolution_seconds(batch: int, seconds: float) -> dict:
     for (x_shape, kernel_shape, strides, padding), count in shapes.items():
         x = jax.random.normal(jax.random.key(0), x_shape)
         kernel = jax.random.normal(jax.random.key(1), kernel_shape) * 0.05
-        plain = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+        plain = lambda x, kernel: conv_nhwc(x, kernel, strides, padding)
         dy = jnp.ones_like(plain(x, kernel))
         parts = {
             "forward": jax.jit(plain),
@@ -135,21 +149,13 @@ def step_convolution_seconds(batch: int, seconds: float) -> dict:
 
 def decoder_step_images_per_second(batch: int, rounds: int) -> dict:
     """Images/s of the decoder's training step with the kernel gradient by taps and by XLA (best of `rounds`)."""
-    import pathlib
-
-    sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
-    import jax
-    import jax.numpy as jnp
-
-    from dalle_jax.diffusion import schedules
+    decoder, inputs, loss = bench_decoder(batch)  # puts the repository and bench/ on the path
     from dalle_jax.nn import conv
-    from unclip_throughput import bench_decoder, compiled_training_step, timed
+    from unclip_throughput import compiled_training_step, timed
 
     steps = {}
     for by_taps in (True, False):
         conv.KERNEL_GRAD_BY_TAPS_ON_CPU = by_taps  # read while the step is traced
-        decoder, inputs, loss = bench_decoder(batch, jnp.float32, schedules.make_schedule("cosine", 1000),
-                                              jax.random.split(jax.random.key(0), 4))
         compiled, state, _ = compiled_training_step(decoder, inputs, loss)
         steps["taps" if by_taps else "xla"] = (compiled, state, inputs)
     conv.KERNEL_GRAD_BY_TAPS_ON_CPU = True

@@ -89,21 +89,29 @@ def run_jax(snapshot: str, batch: int, repeats: int, dtype: str, steps: dict) ->
     return {"load_s": round(load, 1), **timed(call, repeats), "device": jax.devices()[0].device_kind}
 
 
-def run_diffusers(snapshot: str, batch: int, repeats: int, dtype: str, steps: dict) -> dict:
+def diffusers_sampler(snapshot: str, dtype: str = "float32"):
+    """diffusers' Karlo pipeline of `snapshot`, and `sample(batch, steps)`: one call at `steps` a stage."""
     import torch
 
     import make_fixtures
 
-    tick = time.perf_counter()
     pipeline = make_fixtures.load_karlo_pipeline(pathlib.Path(snapshot)).to(getattr(torch, dtype))
     pipeline.set_progress_bar_config(disable=True)
-    load = time.perf_counter() - tick
     generator = torch.Generator().manual_seed(0)
-    call = lambda: pipeline([PROMPT] * batch, generator=generator, output_type="np",
-                            prior_num_inference_steps=steps["prior"], decoder_num_inference_steps=steps["decoder"],
-                            super_res_num_inference_steps=steps["super_res"])
+    return lambda batch, steps: pipeline(
+        [PROMPT] * batch, generator=generator, output_type="np", prior_num_inference_steps=steps["prior"],
+        decoder_num_inference_steps=steps["decoder"], super_res_num_inference_steps=steps["super_res"])
+
+
+def run_diffusers(snapshot: str, batch: int, repeats: int, dtype: str, steps: dict) -> dict:
+    import torch
+
+    tick = time.perf_counter()
+    sample = diffusers_sampler(snapshot, dtype)
+    load = time.perf_counter() - tick
     with torch.inference_mode():
-        return {"load_s": round(load, 1), **timed(call, repeats), "torch_threads": torch.get_num_threads()}
+        return {"load_s": round(load, 1), **timed(lambda: sample(batch, steps), repeats),
+                "torch_threads": torch.get_num_threads()}
 
 
 def diffusers_flops(snapshot: str, batch: int, steps: dict) -> dict:
@@ -113,20 +121,15 @@ def diffusers_flops(snapshot: str, batch: int, steps: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    import make_fixtures
+    sample = diffusers_sampler(snapshot)
 
-    pipeline = make_fixtures.load_karlo_pipeline(pathlib.Path(snapshot))
-    pipeline.set_progress_bar_config(disable=True)
-
-    def counted(prior: int, decoder: int, super_res: int) -> int:
+    def counted(**longer) -> int:
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            pipeline([PROMPT] * batch, generator=torch.Generator().manual_seed(0), output_type="np",
-                     prior_num_inference_steps=prior, decoder_num_inference_steps=decoder,
-                     super_res_num_inference_steps=super_res)
+            sample(batch, {stage: 2 + longer.get(stage, 0) for stage in STEPS})
         return counter.get_total_flops()
 
-    base = counted(2, 2, 2)
-    per_step = {stage: counted(*(3 if other == stage else 2 for other in STEPS)) - base for stage in STEPS}
+    base = counted()
+    per_step = {stage: counted(**{stage: 1}) - base for stage in STEPS}
     once = base - 2 * sum(per_step.values())
     total = once + sum(steps[stage] * flops for stage, flops in per_step.items())
     return {"batch": batch, "steps": steps, "gflop_per_call": round(total / 1e9, 3),
