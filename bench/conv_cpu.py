@@ -2,20 +2,19 @@
 
   python bench/conv_cpu.py                 # each setting of FLAG_SETTINGS in its own process
   python bench/conv_cpu.py --flags=--xla_cpu_experimental_ynn_fusion_type=   # one setting
-  python bench/conv_cpu.py --step          # and the decoder's training step, kernel gradient by taps or XLA's
+  python bench/conv_cpu.py --step          # and the decoder's training step
   .venv-convert/bin/python bench/conv_cpu.py --karlo   # forward only, at Karlo's UNet shapes, and PyTorch's rate
   python bench/conv_cpu.py --step-convolutions --seconds 0.6   # the decoder step's convolutions, each part alone
 
 XLA reads `XLA_FLAGS` once, when its CPU client starts, so each setting runs in a child process. The
 convolution is the UNets' (NHWC, SAME padding, batch 8) at the shapes of the decoder's levels; FLOPs are
 3 × 2 · b · h · w · c_in · c_out · 9 (the forward pass and the two gradients). With `--step`, each setting
-also times `bench/unclip_throughput.py`'s decoder training step (batch 8) compiled twice, with the kernel
-gradient by taps (`dalle_jax/nn/conv.py`, the CPU's default) and with XLA's own, the two alternating.
+also times `bench/unclip_throughput.py`'s decoder training step (batch 8).
 With `--karlo`, the convolutions are forward only (sampling), batch and shape those of Karlo's UNets
 (`KARLO_SHAPES`), and, where PyTorch is installed, PyTorch's rate at the same shapes follows (NCHW,
 `torch.nn.Conv2d`, its default threads). With `--step-convolutions`, every convolution of the decoder's
-training step (its shapes, collected while the loss is traced) is timed alone: forward, input gradient,
-kernel gradient by XLA and by taps, each weighted by how often the step runs it and summed, so that the
+training step (its shapes, read from the loss's jaxpr) is timed alone: forward, input gradient and
+kernel gradient, each weighted by how often the step runs it and summed, so that the
 step's time can be split between its convolutions and the rest. docs/performance.md and docs/weights.md
 quote it.
 """
@@ -23,6 +22,7 @@ quote it.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import json
 import os
@@ -109,26 +109,32 @@ def gflop_per_second(batch: int, side: int, channels: int, seconds: float) -> fl
     return round(3 * 2 * batch * side * side * channels * channels * 9 / per_call / 1e9, 1)
 
 
+def step_convolutions(loss, params, inputs) -> collections.Counter:
+    """How often the loss's forward pass runs each convolution: `(x shape, kernel shape, strides, padding)`,
+    read from its jaxpr (every one is the UNets' NHWC convolution, `dalle_jax/nn/conv.py`)."""
+    import jax
+    from dalle_jax.train import flops
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                x, kernel = (var.aval.shape for var in eqn.invars)
+                yield x, kernel, tuple(eqn.params["window_strides"]), tuple(map(tuple, eqn.params["padding"]))
+            for sub in flops.sub_jaxprs(eqn.params):
+                yield from walk(sub)
+
+    return collections.Counter(walk(jax.make_jaxpr(lambda p: loss(p, inputs, jax.random.key(1)))(params).jaxpr))
+
+
 def step_convolution_seconds(batch: int, seconds: float) -> dict:
     """Seconds a decoder training step spends in each part of its convolutions, each shape timed alone."""
-    import collections
-
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
-    decoder, inputs, loss = bench_decoder(batch)  # puts the repository on the path
-    from dalle_jax.nn import conv
-
+    decoder, inputs, loss = bench_decoder(batch)
     params = nn.unbox(jax.eval_shape(decoder.init, jax.random.key(0), *inputs))["params"]
-    shapes, traced = collections.Counter(), conv.conv_nhwc
-    conv.conv_nhwc = lambda x, kernel, strides, padding: (
-        shapes.update([(x.shape, kernel.shape, strides, padding)]) or traced(x, kernel, strides, padding))
-    try:
-        jax.eval_shape(lambda params: loss(params, inputs, jax.random.key(1)), params)
-    finally:
-        conv.conv_nhwc = traced
-    totals = collections.Counter()
+    shapes, totals = step_convolutions(loss, params, inputs), collections.Counter()
     for (x_shape, kernel_shape, strides, padding), count in shapes.items():
         x = jax.random.normal(jax.random.key(0), x_shape)
         kernel = jax.random.normal(jax.random.key(1), kernel_shape) * 0.05
@@ -137,9 +143,7 @@ def step_convolution_seconds(batch: int, seconds: float) -> dict:
         parts = {
             "forward": jax.jit(plain),
             "input_grad": jax.jit(lambda x, kernel: jax.vjp(lambda x: plain(x, kernel), x)[1](dy)[0]),
-            "kernel_grad_xla": jax.jit(lambda x, kernel: jax.vjp(lambda k: plain(x, k), kernel)[1](dy)[0]),
-            "kernel_grad_taps": jax.jit(lambda x, kernel: conv.kernel_grad_by_taps(x, dy, kernel_shape[:2],
-                                                                                   strides, padding)),
+            "kernel_grad": jax.jit(lambda x, kernel: jax.vjp(lambda k: plain(x, k), kernel)[1](dy)[0]),
         }
         for name, part in parts.items():
             totals[name] += count * repeated_seconds(lambda: jax.block_until_ready(part(x, kernel)), seconds)
@@ -148,23 +152,13 @@ def step_convolution_seconds(batch: int, seconds: float) -> dict:
 
 
 def decoder_step_images_per_second(batch: int, rounds: int) -> dict:
-    """Images/s of the decoder's training step with the kernel gradient by taps and by XLA (best of `rounds`)."""
+    """Images/s of the decoder's training step, the best of `rounds` timings of 2 steps."""
     decoder, inputs, loss = bench_decoder(batch)  # puts the repository and bench/ on the path
-    from dalle_jax.nn import conv
     from unclip_throughput import compiled_training_step, timed
 
-    steps = {}
-    for by_taps in (True, False):
-        conv.KERNEL_GRAD_BY_TAPS_ON_CPU = by_taps  # read while the step is traced
-        compiled, state, _ = compiled_training_step(decoder, inputs, loss)
-        steps["taps" if by_taps else "xla"] = (compiled, state, inputs)
-    conv.KERNEL_GRAD_BY_TAPS_ON_CPU = True
-    best = dict.fromkeys(steps, float("inf"))
-    for _ in range(rounds):
-        for name, (compiled, state, inputs) in steps.items():
-            best[name] = min(best[name], timed(compiled, state, inputs, repeats=2))
-    return {f"decoder_step_images_per_second_kernel_grad_{name}": round(batch / seconds, 2)
-            for name, seconds in best.items()}
+    compiled, state, _ = compiled_training_step(decoder, inputs, loss)
+    seconds = min(timed(compiled, state, inputs, repeats=2) for _ in range(rounds))
+    return {"decoder_step_images_per_second": round(batch / seconds, 2)}
 
 
 def main() -> None:
@@ -172,8 +166,8 @@ def main() -> None:
     parser.add_argument("--flags", default=None, help="one XLA_FLAGS setting (default: each of FLAG_SETTINGS)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed per shape")
-    parser.add_argument("--step", action="store_true", help="also time the decoder's training step both ways")
-    parser.add_argument("--rounds", type=int, default=3, help="--step: alternations of the two steps")
+    parser.add_argument("--step", action="store_true", help="also time the decoder's training step")
+    parser.add_argument("--rounds", type=int, default=3, help="--step: timings of 2 steps, the best kept")
     parser.add_argument("--karlo", action="store_true", help="forward only, at Karlo's shapes; and PyTorch's")
     parser.add_argument("--step-convolutions", action="store_true",
                         help="the decoder step's convolutions, each part alone, summed over the step")

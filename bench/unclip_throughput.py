@@ -26,6 +26,7 @@ from dalle_jax.diffusion import gaussian, samplers, schedules
 from dalle_jax.models.clip import TextEncoder
 from dalle_jax.models.decoder import Decoder
 from dalle_jax.models.prior import DiffusionPrior
+from dalle_jax.nn import conv
 from dalle_jax.nn.unet import UNet
 from dalle_jax.train.state import create_state, train_step
 
@@ -33,7 +34,7 @@ SIZE, CAPTION, VOCAB, EMBEDDING = 32, 24, 512, 256
 PRIOR_BATCH = 64
 
 
-def compiled_training_step(model, example_args, loss_of):
+def compiled_training_step(model, example_args, loss_of, compiler_options=None):
     """(the compiled AdamW training step of `loss_of`, its initial state, the initial parameters)."""
     params = nn.unbox(model.init(jax.random.key(0), *example_args))["params"]
     optimizer = optax.adamw(1e-4)
@@ -43,13 +44,14 @@ def compiled_training_step(model, example_args, loss_of):
         del step
         return loss_of(params, batch, rng), {}, model_state
 
-    step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), loss_fn=loss_fn, optimizer=optimizer))
+    step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), loss_fn=loss_fn, optimizer=optimizer),
+                   compiler_options=compiler_options)
     return step.lower(state, example_args).compile(), state, params
 
 
-def training_cost(model, example_args, loss_of, repeats: int) -> tuple[float, float, dict]:
+def training_cost(model, example_args, loss_of, repeats: int, compiler_options=None) -> tuple[float, float, dict]:
     """(seconds per training step, FLOPs per step, initial parameters)."""
-    compiled, state, params = compiled_training_step(model, example_args, loss_of)
+    compiled, state, params = compiled_training_step(model, example_args, loss_of, compiler_options)
     return timed(compiled, state, example_args, repeats=repeats), compiled_flops(compiled), params
 
 
@@ -86,7 +88,8 @@ def main():
 
     decoder, decoder_args, decoder_loss = bench_decoder(batch, dtype, schedule, keys)
     images, _, embeddings, captions = decoder_args
-    decoder_seconds, decoder_flops, decoder_params = training_cost(decoder, decoder_args, decoder_loss, args.steps)
+    decoder_seconds, decoder_flops, decoder_params = training_cost(decoder, decoder_args, decoder_loss, args.steps,
+                                                                   conv.compiler_options())
 
     prior = DiffusionPrior(vocab_size=VOCAB, caption_length=CAPTION, width=256, depth=4, num_heads=8, head_dim=32,
                            mlp_dim=1024, dtype=dtype)
@@ -111,7 +114,7 @@ def main():
         spacing = "quadratic" if name == "dpm_solver_pp" else "uniform"
         draw = jax.jit(lambda noise, key, name=name, steps=int(steps), spacing=spacing: samplers.sample(
             guided, schedule, noise, key, sampler=name, num_steps=steps, prediction="epsilon", clip_x0=True,
-            spacing=spacing))
+            spacing=spacing), compiler_options=conv.compiler_options())
         seconds = timed(draw, jax.random.normal(keys[0], images.shape), jax.random.key(5), repeats=1)
         sampling[f"{name}_{steps}"] = batch / seconds
 

@@ -1,8 +1,8 @@
 """Convolutions, and the convolutional encoder and decoder of the image tokenizers.
 
-`conv` is the UNets' and the tokenizers' 2-D convolution (`nn.Conv` over `conv_nhwc`). The
-encoder's levels halve the resolution and the decoder's double it, so `len(channels)` levels
-give a grid `2**len(channels)` times smaller than the image.
+`conv` is the UNets' and the tokenizers' 2-D convolution; `compiler_options` is how the programs
+made of them compile. The encoder's levels halve the resolution and the decoder's double it, so
+`len(channels)` levels give a grid `2**len(channels)` times smaller than the image.
 """
 
 from __future__ import annotations
@@ -13,76 +13,33 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 _CONV_AXES = ("height", "width", "channels_in", "channels")  # kernel: [kh, kw, in, out]
-_NHWC = ("NHWC", "HWIO", "NHWC")
+
+# XLA:CPU (JAX 0.10) hands convolutions, matrix products and their neighbours to YNNPACK, which runs
+# the UNets' convolutions and their gradients at about half the rate of XLA's own kernels on a 2-core
+# CPU, while the transformers' matrix products gain from it (docs/performance.md, "The decoder UNet on
+# this CPU"). So the programs made mostly of convolutions compile with YNNPACK off.
+XLA_OWN_KERNELS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def kernel_grad_by_taps(x, dy, kernel_size: tuple[int, int], strides: tuple[int, int], padding):
-    """The kernel's gradient `[kh, kw, in, out]` of a convolution of `x [b, H, W, in]` whose
-    output has gradient `dy [b, h, w, out]`: for each kernel tap, one matrix product of the
-    input pixels that tap reads against `dy`. `padding` is `((top, bottom), (left, right))`."""
-    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    (stride_h, stride_w), (height, width) = strides, dy.shape[1:3]
-    rows = lambda i: slice(i, i + stride_h * (height - 1) + 1, stride_h)  # the input rows tap row i reads
-    columns = lambda j: slice(j, j + stride_w * (width - 1) + 1, stride_w)
-    window = lambda i, j: x[:, rows(i), columns(j)]
-    return jnp.stack([jnp.stack([jnp.einsum("bhwc,bhwd->cd", window(i, j), dy) for j in range(kernel_size[1])])
-                      for i in range(kernel_size[0])])
-
-
-# Whether the CPU takes the kernel gradient by taps where `_taps_are_faster`; read when a step is
-# traced. `bench/conv_cpu.py --step` sets it False to time XLA's own gradient against it.
-KERNEL_GRAD_BY_TAPS_ON_CPU = True
-
-
-def _taps_are_faster(kernel_shape) -> bool:
-    # XLA:CPU's own kernel gradient runs at 4-17 GFLOP/s for 1×1 kernels and for 64 or more output
-    # channels, against 20-50 by taps (2-core CPU; docs/performance.md, "Convolutions on the CPU").
-    return KERNEL_GRAD_BY_TAPS_ON_CPU and (kernel_shape[:2] == (1, 1) or kernel_shape[3] >= 64)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x, kernel, strides: tuple[int, int], padding):
-    """`lax.conv_general_dilated` over NHWC inputs and HWIO kernels, with explicit `padding`
-    pairs. Its gradient is XLA's, except on the CPU, where the kernel's gradient is taken by
-    `kernel_grad_by_taps` for the shapes XLA:CPU is slow at (`_taps_are_faster`)."""
-    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
-
-
-def _conv_forward(x, kernel, strides, padding):
-    return conv_nhwc(x, kernel, strides, padding), (x, kernel)
-
-
-def _conv_backward(strides, padding, residuals, dy):
-    x, kernel = residuals
-    plain = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
-    dx = jax.vjp(lambda x: plain(x, kernel), x)[1](dy)[0]
-    by_xla = lambda: jax.vjp(lambda kernel: plain(x, kernel), kernel)[1](dy)[0]
-    if not _taps_are_faster(kernel.shape):
-        return dx, by_xla()
-    by_taps = lambda: kernel_grad_by_taps(x, dy, kernel.shape[:2], strides, padding).astype(kernel.dtype)
-    return dx, lax.platform_dependent(cpu=by_taps, default=by_xla)
-
-
-conv_nhwc.defvjp(_conv_forward, _conv_backward)
-
-
-def _conv_general_dilated(lhs, rhs, window_strides, padding, **unused):
-    """`nn.Conv`'s hook for the undilated, ungrouped NHWC convolutions that `conv` builds."""
-    del unused  # lhs and rhs dilation (1), the dimension numbers (NHWC), precision (default)
-    strides = tuple(window_strides)
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-    return conv_nhwc(lhs, rhs, strides, tuple(map(tuple, padding)))
+@functools.cache
+def compiler_options() -> dict[str, str] | None:
+    """`jax.jit(..., compiler_options=...)` for a program made mostly of convolutions (a UNet, an image
+    tokenizer): `XLA_OWN_KERNELS` on a CPU whose XLA has the option, else None (XLA's defaults)."""
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=XLA_OWN_KERNELS).lower(0.0).compile()
+    except jax.errors.JaxRuntimeError:  # an XLA before or after YNNPACK's option
+        return None
+    return XLA_OWN_KERNELS
 
 
 def conv(features: int, kernel: int = 3, stride: int = 1, dtype=jnp.float32, name: str | None = None,
          kernel_init=nn.initializers.lecun_normal()) -> nn.Conv:
-    """A `kernel × kernel` convolution, SAME padding, logically partitioned (`conv_nhwc`)."""
+    """A `kernel × kernel` convolution over NHWC inputs, SAME padding, logically partitioned."""
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME", dtype=dtype, name=name,
-                   conv_general_dilated=_conv_general_dilated,
                    kernel_init=nn.with_logical_partitioning(kernel_init, _CONV_AXES),
                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("channels",)))
 

@@ -27,6 +27,7 @@ from dalle_jax.diffusion import samplers
 from dalle_jax.diffusion.schedules import make_schedule
 from dalle_jax.eval import rerank
 from dalle_jax.models.pixels import to_uint8
+from dalle_jax.nn import conv
 from dalle_jax.weights import karlo
 
 STAGES = ("prior", "decoder", "super_res")
@@ -229,7 +230,14 @@ def _sample_prior(module, schedule, sampling, params, text, null, noise, rng, st
     return _sample(_guided(apply, text, null, schedule, sampling), schedule, sampling, noise, rng, step_noise)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _unet_jit(fn, static_argnums):
+    """`jax.jit` of a UNet's sampler with `conv.compiler_options()`, which are read at its first call."""
+    jitted = functools.cache(lambda: jax.jit(fn, static_argnums=static_argnums,
+                                             compiler_options=conv.compiler_options()))
+    return functools.wraps(fn)(lambda *args: jitted()(*args))
+
+
+@functools.partial(_unet_jit, static_argnums=(0, 1, 2))
 def _sample_decoder(module, schedule, sampling, params, image_embeddings, text, null, noise, rng, step_noise):
     def apply(x, t, condition):
         image_embedding, (embeddings, hidden, mask) = condition
@@ -240,7 +248,7 @@ def _sample_decoder(module, schedule, sampling, params, image_embeddings, text, 
     return jnp.clip(_sample(model_fn, schedule, sampling, noise, rng, step_noise), -1.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+@functools.partial(_unet_jit, static_argnums=(0, 1, 2, 3))
 def _sample_super_res(first, last, schedule, sampling, first_params, last_params, low_res, noise, rng, step_noise):
     def model_fn(x, t):  # every step with `first` but the final one (t = 0), which `last` takes
         run = lambda module, params: lambda: module.apply({"params": params}, x, t, low_res)

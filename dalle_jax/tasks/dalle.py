@@ -27,7 +27,7 @@ from dalle_jax import viz
 from dalle_jax.data import pipeline
 from dalle_jax.data.cache import cached_rows
 from dalle_jax.models.dalle import DalleTransformer, sample_best_of, sample_image_tokens, teacher_forced_logits
-from dalle_jax.nn import masks
+from dalle_jax.nn import conv, masks
 from dalle_jax.tasks.image_tokenizer import ImageTokenizerTask, downsample_factor
 from dalle_jax.text.tokenizer import TextTokenizer
 from dalle_jax.train import partitioning, trainer
@@ -38,7 +38,8 @@ def cached_image_tokens(workdir: pathlib.Path, split: str, source, tokenizer, va
     """Image tokens `int32 [len(source), h * w]` of every example of a split, encoded once per
     tokenizer checkpoint and kept on disk (resumable, and split across processes: `cached_rows`)."""
     variables = partitioning.host_local(variables)  # each process encodes its own chunks
-    encode = jax.jit(lambda images: tokenizer.apply(variables, images, method="encode"))
+    encode = jax.jit(lambda images: tokenizer.apply(variables, images, method="encode"),
+                     compiler_options=conv.compiler_options())
 
     def encode_rows(begin: int, end: int) -> np.ndarray:
         codes = [np.asarray(encode(np.stack([source[i]["image"] for i in range(b, min(b + batch_size, end))])))
@@ -173,7 +174,8 @@ class DalleTask:
     def _decoder(self):
         grid = self.model.grid_size
         return jax.jit(lambda tokens: self.image_tokenizer.apply(
-            self.image_tokenizer_variables, tokens.reshape(tokens.shape[0], *grid), method="decode"))
+            self.image_tokenizer_variables, tokens.reshape(tokens.shape[0], *grid), method="decode"),
+            compiler_options=conv.compiler_options())
 
     def pictures(self, params, model_state) -> dict[str, np.ndarray]:
         """Samples for the captions of the first eight validation images, as `generate` draws them."""

@@ -27,6 +27,7 @@ from dalle_jax.diffusion import gaussian, samplers, schedules
 from dalle_jax.models.clip import TextEncoder
 from dalle_jax.models.decoder import Decoder, Upsampler, corrupt_low_res
 from dalle_jax.models.pixels import box_downsample, to_uint8
+from dalle_jax.nn import conv
 from dalle_jax.nn.unet import UNet
 from dalle_jax.tasks.clip import TrainedClip
 from dalle_jax.text.tokenizer import TextTokenizer
@@ -113,6 +114,10 @@ class DecoderTask:
         return self.embed_training_images()
 
     @property
+    def compiler_options(self):
+        return conv.compiler_options()
+
+    @property
     def section(self):
         return self.config.decoder
 
@@ -168,7 +173,7 @@ class DecoderTask:
             return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True,
                                         self_condition=self.model.self_condition), -1, 1)
 
-        return jax.jit(sample)
+        return jax.jit(sample, compiler_options=conv.compiler_options())
 
     @functools.cached_property
     def invert(self):
@@ -182,7 +187,7 @@ class DecoderTask:
                                         prediction=self.section.prediction, spacing=s.spacing,
                                         self_condition=self.model.self_condition)
 
-        return jax.jit(invert)
+        return jax.jit(invert, compiler_options=conv.compiler_options())
 
     def noise_shape(self, n: int) -> tuple[int, ...]:
         return (n, self.section.image_size, self.section.image_size, 3)
@@ -257,6 +262,10 @@ class UpsamplerTask:
         return cls(model, schedule_of(config[name]), config, name, image_size)
 
     @property
+    def compiler_options(self):
+        return conv.compiler_options()
+
+    @property
     def section(self):
         return self.config[self.name]
 
@@ -293,7 +302,7 @@ class UpsamplerTask:
             model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res)
             return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True), -1, 1)
 
-        return jax.jit(sample)
+        return jax.jit(sample, compiler_options=conv.compiler_options())
 
     def noise_shape(self, low_res_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, height, width, channels = low_res_shape

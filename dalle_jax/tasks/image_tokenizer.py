@@ -25,6 +25,7 @@ from dalle_jax.models import dvae, pixels
 from dalle_jax.models.dvae import DiscreteVAE
 from dalle_jax.models.openai_dvae import DOWNSAMPLE_FACTOR, OpenAIDiscreteVAE
 from dalle_jax.models.vqvae import VQVAE
+from dalle_jax.nn import conv
 
 KINDS = ("vqvae", "dvae", "openai_dvae")
 
@@ -66,13 +67,17 @@ class ImageTokenizerTask:
         del workdir
         return cls(build_image_tokenizer(config.image_tokenizer), config.image_tokenizer, config.data)
 
+    @property
+    def compiler_options(self):
+        return conv.compiler_options()
+
     @functools.cached_property
     def _round_trip(self):
         """Jitted `(variables, uint8 images)` to the images decoded from their codes."""
         def round_trip(variables, images):
             return self.model.apply(variables, self.model.apply(variables, images, method="encode"), method="decode")
 
-        return jax.jit(round_trip)
+        return jax.jit(round_trip, compiler_options=conv.compiler_options())
 
     def pictures(self, params, model_state) -> dict[str, np.ndarray]:
         """Eight validation images (top row) above their reconstructions through the codes."""

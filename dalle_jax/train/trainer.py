@@ -53,7 +53,8 @@ class Task(Protocol):
         """`(loss, metrics, model_state)` for a global batch; pure and jit-compatible.
         `step` is the optimizer step (for schedules); `model_state` the non-trained collections."""
 
-    # Optional: `evaluate(params, model_state) -> dict` (run every `train.eval_every` steps),
+    # Optional: `compiler_options` (`jax.jit`'s, for the training step; `conv.compiler_options()`
+    # for the convolutional models), `evaluate(params, model_state) -> dict` (run every `train.eval_every` steps),
     # `pictures(params, model_state) -> {name: uint8 [H, W, 3]}` (to TensorBoard every
     # `train.image_every` steps) and `initial_params(params) -> params` (pretrained weights for a
     # fresh run; see `starting_params`).
@@ -336,7 +337,8 @@ def load_variables(config, run_dir: str | pathlib.Path, task: Task, *, mesh: jax
 
 
 def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_shardings, microbatches: int = 1):
-    """`train_step` jit-compiled with explicit shardings; the step's key comes from the state."""
+    """`train_step` jit-compiled with explicit shardings and the task's `compiler_options`; the step's
+    key comes from the state."""
 
     def step(state: TrainState, batch: dict):
         with nn.logical_axis_rules(rules), jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
@@ -344,7 +346,8 @@ def make_step_fn(task: Task, optimizer, mesh: jax.sharding.Mesh, rules, state_sh
                               microbatches=microbatches)
 
     return jax.jit(step, in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
-                   out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=0)
+                   out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=0,
+                   compiler_options=getattr(task, "compiler_options", None))
 
 
 def check_microbatches(config, mesh: jax.sharding.Mesh) -> int:

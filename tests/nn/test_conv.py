@@ -1,4 +1,4 @@
-"""`conv`: XLA's convolution forward, and a kernel gradient by taps that equals XLA's."""
+"""`conv`: an NHWC convolution with SAME padding and the kernel's logical axes; `compiler_options`."""
 
 import chex
 import flax.linen as nn
@@ -8,71 +8,52 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dalle_jax.nn.conv import conv, kernel_grad_by_taps
-from dalle_jax.train import flops
-
-NHWC = ("NHWC", "HWIO", "NHWC")
+from dalle_jax.nn import conv as conv_module
+from dalle_jax.nn.conv import conv
 
 
-def _xla_grads(x, kernel, strides, padding, dy):
-    plain = lambda x, kernel: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC)
-    return jax.vjp(plain, x, kernel)[1](dy)
-
-
-@pytest.mark.parametrize("kernel_size, strides, padding, channels", [
-    ((3, 3), (1, 1), ((1, 1), (1, 1)), (5, 7)),
-    ((1, 1), (1, 1), ((0, 0), (0, 0)), (6, 4)),
-    ((4, 4), (2, 2), ((1, 2), (1, 2)), (3, 5)),  # the tokenizers' downsampling, SAME at stride 2
-    ((3, 2), (2, 1), ((0, 0), (1, 0)), (2, 3)),  # uneven, unpadded rows
-])
-def test_kernel_grad_by_taps_equals_xla(kernel_size, strides, padding, channels):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 9, 8, channels[0]), np.float32)
-    kernel = rng.standard_normal((*kernel_size, *channels), np.float32)
-    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC)
-    dy = rng.standard_normal(y.shape, np.float32)
-    by_taps = kernel_grad_by_taps(jnp.asarray(x), jnp.asarray(dy), kernel_size, strides, padding)
-    chex.assert_shape(by_taps, kernel.shape)
-    np.testing.assert_allclose(by_taps, _xla_grads(x, kernel, strides, padding, dy)[1], rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("features, kernel, stride", [(64, 3, 1), (64, 1, 1), (8, 3, 2)])
-def test_conv_output_and_gradients_are_xlas(features, kernel, stride):
-    """Through `nn.Conv`: the forward pass is XLA's, and both gradients equal XLA's, whether
-    the kernel's is taken by taps (1×1, or 64 outputs) or by XLA (8 outputs)."""
+@pytest.mark.parametrize("features, kernel, stride", [(64, 3, 1), (64, 1, 1), (8, 4, 2)])
+def test_conv_is_xlas_same_padded_convolution(features, kernel, stride):
+    """The output is `lax.conv_general_dilated` with SAME padding plus the bias; 4×4 at stride 2
+    (the tokenizers' downsampling) pads one row and column more after than before."""
     layer = conv(features, kernel=kernel, stride=stride)
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 8, 8, 6), np.float32))
-    params = nn.meta.unbox(layer.init(jax.random.key(0), x)["params"])
-    out = layer.apply({"params": params}, x)
+    boxed = layer.init(jax.random.key(0), x)["params"]
+    assert boxed["kernel"].names == ("height", "width", "channels_in", "channels")
+    params = nn.meta.unbox(boxed)
     padding = lax.padtype_to_pads((8, 8), (kernel, kernel), (stride, stride), "SAME")
     expected = lax.conv_general_dilated(x, params["kernel"], (stride, stride), padding,
-                                        dimension_numbers=NHWC) + params["bias"]
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+    out = layer.apply({"params": params}, x)
     chex.assert_shape(out, (2, 8 // stride, 8 // stride, features))
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
-    weights = jnp.asarray(np.random.default_rng(2).standard_normal(out.shape, np.float32))
-    loss = lambda params, x: jnp.sum(weights * layer.apply({"params": params}, x))
-    grads, dx = jax.grad(loss, argnums=(0, 1))(params, x)
-    xla_dx, xla_dkernel = _xla_grads(x, params["kernel"], (stride, stride), padding, weights)
-    np.testing.assert_allclose(grads["kernel"], xla_dkernel, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dx, xla_dx, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(grads["bias"], weights.sum((0, 1, 2)), rtol=1e-4)
+
+def _ynnpack_calls(compiled) -> int:
+    """How many of a compiled CPU program's operations XLA hands to YNNPACK."""
+    return compiled.as_text().count('"kind":"__ynn_fusion"')
 
 
-def _dot_products(jaxpr) -> int:
-    """`dot_general`s in a jaxpr and every jaxpr inside it (the branches of `platform_dependent`)."""
-    return sum((eqn.primitive.name == "dot_general") + sum(map(_dot_products, flops.sub_jaxprs(eqn.params)))
-               for eqn in jaxpr.eqns)
+def test_compiler_options_leave_convolutions_to_xla(monkeypatch):
+    """On this CPU, a convolution compiled with `compiler_options()` is XLA's own, not YNNPACK's, and
+    gives the same numbers; an XLA that does not know the option compiles with its defaults (None)."""
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 16, 16, 32), np.float32))
+    kernel = jnp.asarray(np.random.default_rng(4).standard_normal((3, 3, 32, 32), np.float32)) * 0.1
+    layer = lambda x, kernel: jnp.tanh(lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                                                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    default = jax.jit(layer).lower(x, kernel).compile()
+    options = conv_module.compiler_options()
+    if options is None:  # an XLA without YNNPACK's option: nothing to turn off
+        assert _ynnpack_calls(default) == 0
+    else:
+        own = jax.jit(layer, compiler_options=options).lower(x, kernel).compile()
+        assert _ynnpack_calls(default) > 0 and _ynnpack_calls(own) == 0
+        np.testing.assert_allclose(own(x, kernel), default(x, kernel), rtol=1e-5, atol=1e-5)
 
-
-def test_switch_leaves_the_kernel_gradient_to_xla(monkeypatch):
-    """`KERNEL_GRAD_BY_TAPS_ON_CPU = False` (bench/conv_cpu.py --step) traces no per-tap products."""
-    from dalle_jax.nn import conv as conv_module
-
-    layer = conv(64, kernel=3)
-    x = jnp.ones((1, 4, 4, 8))
-    params = nn.meta.unbox(layer.init(jax.random.key(0), x)["params"])
-    kernel_grad = lambda: jax.make_jaxpr(jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, x))))(params).jaxpr
-    assert _dot_products(kernel_grad()) == 9  # one product a tap of the 3×3 kernel
-    monkeypatch.setattr(conv_module, "KERNEL_GRAD_BY_TAPS_ON_CPU", False)
-    assert _dot_products(kernel_grad()) == 0
+    monkeypatch.setattr(conv_module, "XLA_OWN_KERNELS", {"xla_no_such_option": ""})
+    conv_module.compiler_options.cache_clear()
+    try:
+        assert conv_module.compiler_options() is None
+    finally:
+        monkeypatch.undo()
+        conv_module.compiler_options.cache_clear()

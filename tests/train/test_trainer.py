@@ -16,6 +16,7 @@ import pytest
 
 from dalle_jax.config import apply_overrides
 from dalle_jax.data import pipeline
+from dalle_jax.nn import conv
 from dalle_jax.tasks.toy import ToyTask
 from dalle_jax.train import checkpoint, optim, partitioning, trainer
 from dalle_jax.train.metric_writer import read_metrics
@@ -270,3 +271,30 @@ def test_microbatches_that_do_not_split_the_batch_are_refused_by_name(tiny_confi
     apply_overrides(tiny_config, {"train.microbatches": 3})
     with pytest.raises(ValueError, match=r"train.batch_size=8 does not split into train.microbatches=3 slices"):
         trainer.check_microbatches(tiny_config, mesh)
+
+
+def test_step_compiles_with_the_tasks_compiler_options(tiny_config, tiny_sources):
+    """`make_step_fn` compiles with the task's `compiler_options`: a convolutional task's step on this CPU
+    leaves its convolutions (and everything else) to XLA's own kernels, none to YNNPACK."""
+
+    @dataclasses.dataclass(frozen=True)
+    class ConvolutionalToy(ToyTask):
+        compiler_options: dict | None = None
+
+    mesh = partitioning.make_mesh(tiny_config.mesh)
+    rules = partitioning.rules_from_config(tiny_config.sharding.rules)
+    optimizer = optim.make_optimizer(tiny_config.optim, tiny_config.train.steps)
+    plain = ToyTask.from_config(tiny_config)
+    example = plain.preprocess(tiny_sources["train"][0], np.random.default_rng(0))
+    batch = {k: np.stack([v] * tiny_config.train.batch_size) for k, v in example.items()}
+
+    def ynnpack_calls(options) -> int:
+        task = ConvolutionalToy(plain.model, compiler_options=options)
+        init, shardings, _ = trainer.sharded_state_layout(tiny_config, task, optimizer, example, mesh)
+        step = trainer.make_step_fn(task, optimizer, mesh, rules, shardings)
+        return step.lower(init(), batch).compile().as_text().count('"kind":"__ynn_fusion"')
+
+    options = conv.compiler_options()
+    assert ynnpack_calls(options) == 0
+    if options is not None:  # this XLA hands work to YNNPACK unless told not to
+        assert ynnpack_calls(None) > 0
