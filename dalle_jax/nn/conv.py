@@ -17,9 +17,9 @@ import jax.numpy as jnp
 _CONV_AXES = ("height", "width", "channels_in", "channels")  # kernel: [kh, kw, in, out]
 
 # XLA:CPU (JAX 0.10) hands convolutions, matrix products and their neighbours to YNNPACK, which runs
-# the UNets' convolutions and their gradients at about half the rate of XLA's own kernels on a 2-core
-# CPU, while the transformers' matrix products gain from it (docs/performance.md, "The decoder UNet on
-# this CPU"). So the programs made mostly of convolutions compile with YNNPACK off.
+# the UNets' convolutions and their gradients at as little as half the rate of XLA's own kernels on a
+# 2-core CPU, while the transformers' steps gain from it (docs/performance.md, "The decoder UNet on this
+# CPU against dalle2-pytorch"). So the programs made mostly of convolutions compile with YNNPACK off.
 XLA_OWN_KERNELS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
