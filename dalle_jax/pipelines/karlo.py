@@ -175,8 +175,9 @@ class Karlo:
         batch = image_embeddings.shape[0]
         if noise is None:
             noise = jax.random.normal(jax.random.fold_in(rng, 0), (batch, size, size, 3))
-        return _sample_decoder(self.modules["decoder"], self.schedules["decoder"], sampling, self.params["decoder"], image_embeddings, text.tree(), _repeat(null, batch).tree(),
-                               jnp.asarray(noise), rng, step_noise)
+        return _sample_decoder(self.modules["decoder"], self.schedules["decoder"], sampling, self.params["decoder"],
+                               image_embeddings, text.tree(), _repeat(null, batch).tree(), jnp.asarray(noise), rng,
+                               step_noise)
 
     def super_resolve(self, images, rng, sampling: StageSampling = DEFAULT_SAMPLING["super_res"], *, size: int,
                       noise=None, step_noise=None) -> jax.Array:
