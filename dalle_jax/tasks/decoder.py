@@ -115,6 +115,7 @@ class DecoderTask:
 
     @property
     def compiler_options(self):
+        """`jax.jit`'s options for this task's programs, its training step and samplers: a convolutional model's."""
         return conv.compiler_options()
 
     @property
@@ -173,7 +174,7 @@ class DecoderTask:
             return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True,
                                         self_condition=self.model.self_condition), -1, 1)
 
-        return jax.jit(sample, compiler_options=conv.compiler_options())
+        return jax.jit(sample, compiler_options=self.compiler_options)
 
     @functools.cached_property
     def invert(self):
@@ -187,7 +188,7 @@ class DecoderTask:
                                         prediction=self.section.prediction, spacing=s.spacing,
                                         self_condition=self.model.self_condition)
 
-        return jax.jit(invert, compiler_options=conv.compiler_options())
+        return jax.jit(invert, compiler_options=self.compiler_options)
 
     def noise_shape(self, n: int) -> tuple[int, ...]:
         return (n, self.section.image_size, self.section.image_size, 3)
@@ -263,6 +264,7 @@ class UpsamplerTask:
 
     @property
     def compiler_options(self):
+        """`jax.jit`'s options for this task's programs, its training step and samplers: a convolutional model's."""
         return conv.compiler_options()
 
     @property
@@ -302,7 +304,7 @@ class UpsamplerTask:
             model_fn = lambda x, t: self.model.apply({"params": params}, x, t, low_res)
             return jnp.clip(sample_with(self.section, model_fn, self.schedule, noise, rng, clip_x0=True), -1, 1)
 
-        return jax.jit(sample, compiler_options=conv.compiler_options())
+        return jax.jit(sample, compiler_options=self.compiler_options)
 
     def noise_shape(self, low_res_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, height, width, channels = low_res_shape

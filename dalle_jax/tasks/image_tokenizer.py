@@ -69,6 +69,7 @@ class ImageTokenizerTask:
 
     @property
     def compiler_options(self):
+        """`jax.jit`'s options for this task's programs, its training step and samplers: a convolutional model's."""
         return conv.compiler_options()
 
     @functools.cached_property
@@ -77,7 +78,7 @@ class ImageTokenizerTask:
         def round_trip(variables, images):
             return self.model.apply(variables, self.model.apply(variables, images, method="encode"), method="decode")
 
-        return jax.jit(round_trip, compiler_options=conv.compiler_options())
+        return jax.jit(round_trip, compiler_options=self.compiler_options)
 
     def pictures(self, params, model_state) -> dict[str, np.ndarray]:
         """Eight validation images (top row) above their reconstructions through the codes."""
