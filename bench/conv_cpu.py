@@ -5,6 +5,7 @@
   python bench/conv_cpu.py --step          # and the decoder's training step
   .venv-convert/bin/python bench/conv_cpu.py --karlo   # forward only, at Karlo's UNet shapes, and PyTorch's rate
   python bench/conv_cpu.py --step-convolutions --seconds 0.6   # the decoder step's convolutions, each part alone
+  python bench/conv_cpu.py --step-ynn-kinds --rounds 3   # the decoder's step with each of YNN_KIND_SETTINGS
 
 XLA reads `XLA_FLAGS` once, when its CPU client starts, so each setting runs in a child process. The
 convolution is the UNets' (NHWC, SAME padding, batch 8) at the shapes of the decoder's levels; FLOPs are
@@ -15,8 +16,10 @@ With `--karlo`, the convolutions are forward only (sampling), batch and shape th
 `torch.nn.Conv2d`, its default threads). With `--step-convolutions`, every convolution of the decoder's
 training step (its shapes, read from the loss's jaxpr) is timed alone: forward, input gradient and
 kernel gradient, each weighted by how often the step runs it and summed, so that the
-step's time can be split between its convolutions and the rest. docs/performance.md and docs/weights.md
-quote it.
+step's time can be split between its convolutions and the rest. With `--step-ynn-kinds`, the decoder's
+step is compiled once for each of `YNN_KIND_SETTINGS` (the fusion kinds handed to YNNPACK, through
+`jax.jit`'s compiler options rather than the process's flags) and the steps are timed in turn in one process.
+docs/performance.md and docs/weights.md quote it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ import time
 FLAG_SETTINGS = ("", "--xla_cpu_experimental_ynn_fusion_type=",
                  "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
 SHAPES = ((32, 64), (16, 128), (8, 256))  # (side, channels)
+# `xla_cpu_experimental_ynn_fusion_type` for `--step-ynn-kinds`: "" is `nn/conv.py`'s `compiler_options()`.
+YNN_KIND_SETTINGS = {"none": "", "reduce": "LIBRARY_FUSION_TYPE_REDUCE",
+                     "reduce_eltwise": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"}
 # (batch, side, channels): the super-resolution UNet's levels at 256 px, one image; the decoder's at 64 px,
 # an image and its unguided twin.
 KARLO_SHAPES = ((1, 256, 320), (1, 128, 640), (1, 64, 960), (1, 32, 1280),
@@ -161,17 +167,37 @@ def decoder_step_images_per_second(batch: int, rounds: int) -> dict:
     return {"decoder_step_images_per_second": round(batch / seconds, 2)}
 
 
+def decoder_step_seconds_by_ynn_kinds(batch: int, rounds: int) -> dict:
+    """Seconds a decoder training step, compiled with each of `YNN_KIND_SETTINGS` handed to YNNPACK: the best
+    of `rounds` timings of 3 steps, the settings taking turns so that the machine's drift falls on all alike."""
+    decoder, inputs, loss = bench_decoder(batch)  # puts the repository and bench/ on the path
+    from unclip_throughput import compiled_training_step, timed
+
+    steps = {name: compiled_training_step(decoder, inputs, loss, {"xla_cpu_experimental_ynn_fusion_type": kinds})[:2]
+             for name, kinds in YNN_KIND_SETTINGS.items()}
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(rounds):
+        for name, (compiled, state) in steps.items():
+            best[name] = min(best[name], timed(compiled, state, inputs, repeats=3))
+    return {f"step_seconds_ynn_{name}": round(seconds, 3) for name, seconds in best.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flags", default=None, help="one XLA_FLAGS setting (default: each of FLAG_SETTINGS)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed per shape")
     parser.add_argument("--step", action="store_true", help="also time the decoder's training step")
-    parser.add_argument("--rounds", type=int, default=3, help="--step: timings of 2 steps, the best kept")
+    parser.add_argument("--rounds", type=int, default=3, help="--step, --step-ynn-kinds: timings of 2 and 3 steps, the best kept")
     parser.add_argument("--karlo", action="store_true", help="forward only, at Karlo's shapes; and PyTorch's")
     parser.add_argument("--step-convolutions", action="store_true",
                         help="the decoder step's convolutions, each part alone, summed over the step")
+    parser.add_argument("--step-ynn-kinds", action="store_true",
+                        help="the decoder's step with each of YNN_KIND_SETTINGS handed to YNNPACK, in one process")
     args = parser.parse_args()
+    if args.step_ynn_kinds:
+        print(json.dumps({"batch": args.batch, **decoder_step_seconds_by_ynn_kinds(args.batch, args.rounds)}))
+        return
     if args.flags is None:
         for flags in FLAG_SETTINGS:
             command = [sys.executable, __file__, f"--flags={flags}", "--batch", str(args.batch),
