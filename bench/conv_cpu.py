@@ -188,7 +188,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed per shape")
     parser.add_argument("--step", action="store_true", help="also time the decoder's training step")
-    parser.add_argument("--rounds", type=int, default=3, help="--step, --step-ynn-kinds: timings of 2 and 3 steps, the best kept")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="--step, --step-ynn-kinds: timings of 2 and 3 steps, the best kept")
     parser.add_argument("--karlo", action="store_true", help="forward only, at Karlo's shapes; and PyTorch's")
     parser.add_argument("--step-convolutions", action="store_true",
                         help="the decoder step's convolutions, each part alone, summed over the step")
