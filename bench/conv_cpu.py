@@ -37,7 +37,7 @@ import time
 FLAG_SETTINGS = ("", "--xla_cpu_experimental_ynn_fusion_type=",
                  "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
 SHAPES = ((32, 64), (16, 128), (8, 256))  # (side, channels)
-# `xla_cpu_experimental_ynn_fusion_type` for `--step-ynn-kinds`: "" is `nn/conv.py`'s `compiler_options()`.
+# `xla_cpu_experimental_ynn_fusion_type` for `--step-ynn-kinds`: "reduce" is `nn/conv.py`'s `compiler_options()`.
 YNN_KIND_SETTINGS = {"none": "", "reduce": "LIBRARY_FUSION_TYPE_REDUCE",
                      "reduce_eltwise": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"}
 # (batch, side, channels): the super-resolution UNet's levels at 256 px, one image; the decoder's at 64 px,

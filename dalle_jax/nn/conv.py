@@ -18,22 +18,23 @@ _CONV_AXES = ("height", "width", "channels_in", "channels")  # kernel: [kh, kw, 
 
 # XLA:CPU (JAX 0.10) hands convolutions, matrix products and their neighbours to YNNPACK, which runs
 # the UNets' convolutions and their gradients at as little as half the rate of XLA's own kernels on a
-# 2-core CPU, while the transformers' steps gain from it (docs/performance.md, "The decoder UNet on this
-# CPU against dalle2-pytorch"). So the programs made mostly of convolutions compile with YNNPACK off.
-XLA_OWN_KERNELS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# 2-core CPU, while the transformers' steps gain from it. Its reductions, though, beat XLA's: the
+# decoder's step is 5-8% faster with them (docs/performance.md, "The decoder UNet on this CPU against
+# dalle2-pytorch"). So the programs made mostly of convolutions hand YNNPACK their reductions only.
+YNNPACK_REDUCTIONS_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.cache
 def compiler_options() -> dict[str, str] | None:
     """`jax.jit(..., compiler_options=...)` for a program made mostly of convolutions (a UNet, an image
-    tokenizer): `XLA_OWN_KERNELS` on a CPU whose XLA has the option, else None (XLA's defaults)."""
+    tokenizer): `YNNPACK_REDUCTIONS_ONLY` on a CPU whose XLA has the option, else None (XLA's defaults)."""
     if jax.default_backend() != "cpu":
         return None
     try:
-        jax.jit(lambda x: x + 1, compiler_options=XLA_OWN_KERNELS).lower(0.0).compile()
+        jax.jit(lambda x: x + 1, compiler_options=YNNPACK_REDUCTIONS_ONLY).lower(0.0).compile()
     except jax.errors.JaxRuntimeError:  # an XLA before or after YNNPACK's option
         return None
-    return XLA_OWN_KERNELS
+    return YNNPACK_REDUCTIONS_ONLY
 
 
 def conv(features: int, kernel: int = 3, stride: int = 1, dtype=jnp.float32, name: str | None = None,

@@ -10,6 +10,7 @@ from jax import lax
 
 from dalle_jax.nn import conv as conv_module
 from dalle_jax.nn.conv import conv
+from tests.hlo import ynnpack_operations
 
 
 @pytest.mark.parametrize("features, kernel, stride", [(64, 3, 1), (64, 1, 1), (8, 4, 2)])
@@ -29,28 +30,29 @@ def test_conv_is_xlas_same_padded_convolution(features, kernel, stride):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def _ynnpack_calls(compiled) -> int:
-    """How many of a compiled CPU program's operations XLA hands to YNNPACK."""
-    return compiled.as_text().count('"kind":"__ynn_fusion"')
-
-
 def test_compiler_options_leave_convolutions_to_xla(monkeypatch):
-    """On this CPU, a convolution compiled with `compiler_options()` is XLA's own, not YNNPACK's, and
-    gives the same numbers; an XLA that does not know the option compiles with its defaults (None)."""
+    """On this CPU, a convolution and its gradients compiled with `compiler_options()` are XLA's own
+    while YNNPACK takes the channel sums, with the same numbers as XLA's defaults (which hand YNNPACK
+    the convolutions too); an XLA that does not know the option compiles with its defaults (None)."""
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 16, 16, 32), np.float32))
     kernel = jnp.asarray(np.random.default_rng(4).standard_normal((3, 3, 32, 32), np.float32)) * 0.1
-    layer = lambda x, kernel: jnp.tanh(lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                                                dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    default = jax.jit(layer).lower(x, kernel).compile()
-    options = conv_module.compiler_options()
-    if options is None:  # an XLA without YNNPACK's option: nothing to turn off
-        assert _ynnpack_calls(default) == 0
-    else:
-        own = jax.jit(layer, compiler_options=options).lower(x, kernel).compile()
-        assert _ynnpack_calls(default) > 0 and _ynnpack_calls(own) == 0
-        np.testing.assert_allclose(own(x, kernel), default(x, kernel), rtol=1e-5, atol=1e-5)
 
-    monkeypatch.setattr(conv_module, "XLA_OWN_KERNELS", {"xla_no_such_option": ""})
+    def loss(x, kernel):
+        y = lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(y - y.mean(axis=(1, 2), keepdims=True)).sum()
+
+    grads = jax.grad(loss, argnums=(0, 1))
+    default = jax.jit(grads).lower(x, kernel).compile()
+    options = conv_module.compiler_options()
+    if options is None:  # an XLA without YNNPACK's option: nothing to choose
+        assert not ynnpack_operations(default)
+    else:
+        ours = jax.jit(grads, compiler_options=options).lower(x, kernel).compile()
+        assert ynnpack_operations(default)["convolution"] == 3  # the forward pass and both gradients
+        assert ynnpack_operations(ours)["convolution"] == 0 and ynnpack_operations(ours)["reduce"] > 0
+        chex.assert_trees_all_close(ours(x, kernel), default(x, kernel), rtol=1e-5, atol=1e-4)
+
+    monkeypatch.setattr(conv_module, "YNNPACK_REDUCTIONS_ONLY", {"xla_no_such_option": ""})
     conv_module.compiler_options.cache_clear()
     try:
         assert conv_module.compiler_options() is None

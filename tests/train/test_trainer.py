@@ -20,6 +20,7 @@ from dalle_jax.nn import conv
 from dalle_jax.tasks.toy import ToyTask
 from dalle_jax.train import checkpoint, optim, partitioning, trainer
 from dalle_jax.train.metric_writer import read_metrics
+from tests.hlo import ynnpack_operations
 
 
 def _train(config, workdir, **kwargs):
@@ -275,7 +276,7 @@ def test_microbatches_that_do_not_split_the_batch_are_refused_by_name(tiny_confi
 
 def test_step_compiles_with_the_tasks_compiler_options(tiny_config, tiny_sources):
     """`make_step_fn` compiles with the task's `compiler_options`: a convolutional task's step on this CPU
-    leaves its convolutions (and everything else) to XLA's own kernels, none to YNNPACK."""
+    leaves its matrix products and convolutions to XLA's own kernels, none to YNNPACK."""
 
     @dataclasses.dataclass(frozen=True)
     class ConvolutionalToy(ToyTask):
@@ -288,13 +289,14 @@ def test_step_compiles_with_the_tasks_compiler_options(tiny_config, tiny_sources
     example = plain.preprocess(tiny_sources["train"][0], np.random.default_rng(0))
     batch = {k: np.stack([v] * tiny_config.train.batch_size) for k, v in example.items()}
 
-    def ynnpack_calls(options) -> int:
+    def ynnpack_products(options) -> int:
         task = ConvolutionalToy(plain.model, compiler_options=options)
         init, shardings, _ = trainer.sharded_state_layout(tiny_config, task, optimizer, example, mesh)
         step = trainer.make_step_fn(task, optimizer, mesh, rules, shardings)
-        return step.lower(init(), batch).compile().as_text().count('"kind":"__ynn_fusion"')
+        operations = ynnpack_operations(step.lower(init(), batch).compile())
+        return operations["dot"] + operations["convolution"]
 
     options = conv.compiler_options()
-    assert ynnpack_calls(options) == 0
-    if options is not None:  # this XLA hands work to YNNPACK unless told not to
-        assert ynnpack_calls(None) > 0
+    assert ynnpack_products(options) == 0
+    if options is not None:  # this XLA hands matrix products to YNNPACK unless told not to
+        assert ynnpack_products(None) > 0

@@ -1,0 +1,27 @@
+"""What a compiled CPU program hands to YNNPACK, read from its optimised HLO text."""
+
+import collections
+import re
+
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{$")
+_OPERATION = re.compile(r"= \S+ ([a-z][a-z0-9-]*)\(")
+
+
+def ynnpack_operations(compiled) -> collections.Counter:
+    """How many of each HLO operation (`convolution`, `dot`, `reduce`, ...) run inside the YNNPACK
+    fusions of a `jax.jit(...).lower(...).compile()` result."""
+    bodies, name = {}, None
+    for line in compiled.as_text().splitlines():
+        if header := _COMPUTATION.match(line):
+            name, bodies[header[1]] = header[1], []
+        elif line == "}":
+            name = None
+        elif name is not None:
+            bodies[name].append(line)
+    operations = collections.Counter()
+    for lines in bodies.values():
+        for line in lines:
+            if '"kind":"__ynn_fusion"' in line:
+                called = re.search(r"calls=%([^,\s]+)", line)[1]
+                operations.update(op[1] for body_line in bodies[called] if (op := _OPERATION.search(body_line)))
+    return operations
