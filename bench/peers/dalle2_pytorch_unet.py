@@ -2,8 +2,9 @@
 
 Run by `bench/peers/unet_cpu.py` with the peer's own Python (`.peers/dalle2-pytorch`, which that script
 installs); not importable from this project's environment. `Unet(dim=64, dim_mults=(1, 2, 4))` conditioned on
-a 256-dimensional image embedding, 32×32 images, mean-squared error on the noise, AdamW; FLOPs by PyTorch's
-own counter (`torch.utils.flop_counter.FlopCounterMode`) over one step.
+a 256-dimensional image embedding, 32×32 images, mean-squared error on the noise, AdamW. Model FLOPs are
+3 × the forward pass's, by PyTorch's own counter (`torch.utils.flop_counter.FlopCounterMode`), as
+`unet_cpu.py` counts this project's side; its count of a whole step is reported beside them.
 
   .peers/dalle2-pytorch/bin/python bench/peers/dalle2_pytorch_unet.py --batch 8 --steps 10
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -43,21 +45,25 @@ def main() -> None:
         optimizer.step()
         return loss
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    seconds = []
+    with FlopCounterMode(display=False) as forward_counter, torch.no_grad():
+        unet(images, torch.zeros(args.batch, dtype=torch.long), image_embed=embeddings)
+    with FlopCounterMode(display=False) as step_counter:
+        step()  # also the first call, untimed
+    times = []
     for _ in range(args.steps):
         start = time.perf_counter()
         step()
-        seconds.append(time.perf_counter() - start)
-    seconds = sorted(seconds)[len(seconds) // 2]  # the median
-    flops = counter.get_total_flops()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    flops = 3 * forward_counter.get_total_flops()
     print(json.dumps({
         "side": "dalle2-pytorch", "version": getattr(dalle2_pytorch, "__version__", "see pip"),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch,
         "parameters_millions": round(sum(p.numel() for p in unet.parameters()) / 1e6, 1),
-        "seconds_per_step": round(seconds, 4), "images_per_second": round(args.batch / seconds, 2),
+        "seconds_per_step": round(seconds, 4), "mean_seconds_per_step": round(statistics.mean(times), 4),
+        "images_per_second": round(args.batch / seconds, 2),
         "gflop_per_step": round(flops / 1e9, 1), "gflop_per_second": round(flops / seconds / 1e9, 1),
+        "torch_counted_gflop_per_step": round(step_counter.get_total_flops() / 1e9, 1),
     }))
 
 
