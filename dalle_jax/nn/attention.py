@@ -16,11 +16,13 @@ log = logging.getLogger(__name__)
 
 # How attention is computed (`model.attention_impl`):
 # - `einsum`: two einsums and a float32 softmax written here (the DALL·E / CLIP / captioner figures so far);
+# - `einsum_vjp`: the same forward pass with a backward pass written here (`_einsum_attention_backward`):
+#   fewer passes over the `[batch, heads, queries, keys]` probabilities than autodiff's (the UNets' default);
 # - `xla`: `jax.nn.dot_product_attention`'s XLA path (the same algebra, scaled before the mask);
 # - `cudnn`: cuDNN's fused flash attention through `jax.nn.dot_product_attention`: a GPU, bfloat16 or
 #   float16, plain causal attention (or none) and no cache; anything else is an error;
 # - `auto`: `cudnn` where it applies, otherwise the layer's own default (its `fallback`), logging why once.
-ATTENTION_IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("auto", "einsum", "einsum_vjp", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
@@ -84,12 +86,51 @@ def dot_product_attention(query, key, value, mask=None, *, is_causal: bool = Fal
         mask = mask[:, None] if mask.ndim == 3 else mask[None, None]  # [batch or 1, heads (1), queries, keys]
     if implementation == "xla":
         return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
+    if implementation == "einsum_vjp":
+        return _einsum_attention_with_vjp(query, key, value, mask)
+    return _einsum_attention(query, key, value, mask)[0]
+
+
+def _einsum_attention(query, key, value, mask):
+    """(the attention's output, its float32 probabilities `[batch, heads, queries, keys]`); `mask` is None
+    or broadcasts against the probabilities."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
     logits = logits / np.sqrt(query.shape[-1]).astype(np.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value), weights
+
+
+@jax.custom_vjp
+def _einsum_attention_with_vjp(query, key, value, mask):
+    return _einsum_attention(query, key, value, mask)[0]
+
+
+def _einsum_attention_forward(query, key, value, mask):
+    out, weights = _einsum_attention(query, key, value, mask)
+    return out, (query, key, value, mask, weights, out)
+
+
+def _einsum_attention_backward(residuals, d_out):
+    """The gradients of `_einsum_attention`'s output with respect to the query, key and value. The softmax's
+    gradient `P ⊙ (dP − rowsum(dP ⊙ P))` takes its row sums as `rowsum(dO ⊙ O)`, the same numbers since
+    `O = P · V` (FlashAttention-2, Dao 2023, section 3.1.2), summed over the head width rather than the keys;
+    autodiff of the forward pass makes more passes over the probabilities."""
+    query, key, value, mask, weights, out = residuals
+    d_value = jnp.einsum("bhqk,bqhd->bkhd", weights.astype(value.dtype), d_out)
+    d_weights = jnp.einsum("bqhd,bkhd->bhqk", d_out, value, preferred_element_type=jnp.float32)
+    row_sums = jnp.einsum("bqhd,bqhd->bhq", d_out, out, preferred_element_type=jnp.float32)
+    d_logits = weights * (d_weights - row_sums[..., None])
+    if mask is not None:
+        d_logits = jnp.where(mask, d_logits, 0.0)
+    d_logits = (d_logits / np.sqrt(query.shape[-1]).astype(np.float32)).astype(query.dtype)
+    d_query = jnp.einsum("bhqk,bkhd->bqhd", d_logits, key)
+    d_key = jnp.einsum("bhqk,bqhd->bkhd", d_logits, query)
+    return d_query, d_key, d_value, None
+
+
+_einsum_attention_with_vjp.defvjp(_einsum_attention_forward, _einsum_attention_backward)
 
 
 def dense_init(names):

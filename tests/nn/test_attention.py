@@ -87,7 +87,7 @@ MASKS = {"none": None, **{kind: attention_mask(kind, 3, 3, 3, 3) for kind in ("f
          "per_example": np.broadcast_to(np.arange(12) <= np.array([[4], [7]]), (12, 2, 12)).transpose(1, 0, 2)}
 
 
-@pytest.mark.parametrize("implementation", ["einsum", "xla", "auto"])
+@pytest.mark.parametrize("implementation", ["einsum", "einsum_vjp", "xla", "auto"])
 @pytest.mark.parametrize("mask_kind", MASKS)
 @pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
 def test_every_implementation_equals_the_naive_reference(implementation, mask_kind, dtype, tolerance):
@@ -103,6 +103,27 @@ def test_every_implementation_equals_the_naive_reference(implementation, mask_ki
     if mask_kind == "full":  # DALL·E's dense layers are plain causal attention
         causal = dot_product_attention(query, key, value, is_causal=True, implementation=resolved)
         np.testing.assert_allclose(causal, _naive_attention(query, key, value, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_the_written_backward_equals_autodiff(mask_kind, dtype, tolerance):
+    """`einsum_vjp`'s gradients against autodiff of `einsum` computed in float64, for every mask: the row sums
+    of its softmax gradient come from the output, and masked logits must pass no gradient on."""
+    query, key, value, d_out = jax.random.normal(jax.random.key(7), (4, 2, 12, 4, 8))
+    mask = None if MASKS[mask_kind] is None else jnp.asarray(MASKS[mask_kind])
+    if mask_kind == "row":  # a row that sees no key at all: its probabilities are uniform and pass no gradient
+        mask = mask.at[5].set(False)
+    with jax.enable_x64():
+        _, vjp = jax.vjp(lambda *qkv: dot_product_attention(*qkv, mask, implementation="einsum"),
+                         *(a.astype(jnp.float64) for a in (query, key, value)))
+        expected = vjp(d_out.astype(jnp.float64))
+    inputs = (a.astype(dtype) for a in (query, key, value))
+    out, vjp = jax.vjp(lambda *qkv: dot_product_attention(*qkv, mask, implementation="einsum_vjp"), *inputs)
+    grads = vjp(d_out.astype(dtype))
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=tolerance, rtol=tolerance)
 
 
 def test_auto_takes_cudnn_only_where_it_runs_and_says_why_not(caplog):
