@@ -50,7 +50,8 @@ def test_a_string_outside_its_choices_names_the_choices():
                                   "prior.model.dtype=bfloat16", "optim.mu_dtype=bfloat16"])
     assert (config.decoder.model.attention_impl, config.optim.mu_dtype) == ("cudnn", "bfloat16")
     with pytest.raises(ConfigError, match=r"'decoder.model.attention_impl' is 'flash'; it must be one of "
-                                          r"\('auto', 'einsum', 'einsum_vjp', 'xla', 'cudnn'\).*'model.dtype' is 'fp8'"):
+                                          r"\('auto', 'einsum', 'einsum_vjp', 'xla', 'cudnn'\)"
+                                          r".*'model.dtype' is 'fp8'"):
         load_config(unclip, ["decoder.model.attention_impl=flash", "model.dtype=fp8"])
 
 

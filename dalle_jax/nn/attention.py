@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 # How attention is computed (`model.attention_impl`):
 # - `einsum`: two einsums and a float32 softmax written here (the DALL·E / CLIP / captioner figures so far);
-# - `einsum_vjp`: the same forward pass with a backward pass written here (`_einsum_attention_backward`):
-#   fewer passes over the `[batch, heads, queries, keys]` probabilities than autodiff's (the UNets' default);
+# - `einsum_vjp`: the same forward pass with a backward pass written here (`_einsum_attention_backward`), whose
+#   softmax gradient sums over the head width where autodiff's sums over the keys (the UNets' default);
 # - `xla`: `jax.nn.dot_product_attention`'s XLA path (the same algebra, scaled before the mask);
 # - `cudnn`: cuDNN's fused flash attention through `jax.nn.dot_product_attention`: a GPU, bfloat16 or
 #   float16, plain causal attention (or none) and no cache; anything else is an error;
@@ -115,8 +115,8 @@ def _einsum_attention_forward(query, key, value, mask):
 def _einsum_attention_backward(residuals, d_out):
     """The gradients of `_einsum_attention`'s output with respect to the query, key and value. The softmax's
     gradient `P ⊙ (dP − rowsum(dP ⊙ P))` takes its row sums as `rowsum(dO ⊙ O)`, the same numbers since
-    `O = P · V` (FlashAttention-2, Dao 2023, section 3.1.2), summed over the head width rather than the keys;
-    autodiff of the forward pass makes more passes over the probabilities."""
+    `O = P · V` (FlashAttention-2, Dao 2023, section 3.1.2): summed over the head width, where autodiff of the
+    softmax sums its `[batch, heads, queries, keys]` gradient over the keys."""
     query, key, value, mask, weights, out = residuals
     d_value = jnp.einsum("bhqk,bqhd->bkhd", weights.astype(value.dtype), d_out)
     d_weights = jnp.einsum("bqhd,bkhd->bhqk", d_out, value, preferred_element_type=jnp.float32)

@@ -29,6 +29,7 @@ from dalle_jax.nn.conv import conv
 from dalle_jax.nn.transformer import rematerialized
 
 _ZERO = nn.with_logical_partitioning(nn.initializers.zeros, ("channels",))
+ATTENTION_FALLBACK = "einsum_vjp"  # what `attention_impl="auto"` runs where cuDNN cannot
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
@@ -123,7 +124,7 @@ class AttentionBlock(nn.Module):
 
     num_heads: int
     dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "auto"  # one of ATTENTION_IMPLEMENTATIONS; `auto` falls back to `einsum_vjp`
+    attention_impl: str = "auto"  # one of ATTENTION_IMPLEMENTATIONS; `auto` falls back to ATTENTION_FALLBACK
     head_channels: int = 0
     norm_groups: int = 0
     norm_eps: float = NORM_EPS
@@ -148,7 +149,7 @@ class AttentionBlock(nn.Module):
         if context is not None and context_mask is not None:  # the pixels' own keys are always seen
             keys = jnp.concatenate([context_mask, jnp.ones((batch, height * width), bool)], axis=1)
             mask = jnp.broadcast_to(keys[:, None], (batch, height * width, keys.shape[1]))
-        implementation = resolve_implementation(self.attention_impl, "einsum_vjp", dtype=self.dtype,
+        implementation = resolve_implementation(self.attention_impl, ATTENTION_FALLBACK, dtype=self.dtype,
                                                 masked=mask is not None, cached=False, head_dim=head_dim)
         out = dot_product_attention(query, key, value, mask, implementation=implementation)
         out = out.reshape(batch, height * width, channels)
