@@ -35,8 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sized_models  # noqa: E402
-from dalle_jax.nn import unet  # noqa: E402
-from dalle_jax.nn.attention import resolve_implementation  # noqa: E402
+from dalle_jax.nn import attention, unet  # noqa: E402
 from dalle_jax.train import flops, optim, partitioning, trainer  # noqa: E402
 
 _DALLE_350M = dict(embed_dim=1024, depth=24, num_heads=16, head_dim=64, mlp_dim=4096)
@@ -83,15 +82,15 @@ def attention_choice(config, builder: str) -> str:
     """What `attention_impl=auto` runs in the model's attention layers while training (no cache)."""
     m = config.model if builder == "dalle" else config.decoder.model
     if builder == "dalle":
-        layers = [("einsum", m.head_dim)]  # (the layer's fallback, its head width)
+        layers = [(attention.ATTENTION_FALLBACK, m.head_dim)]  # (the layer's fallback, its head width)
     else:  # the UNet's heads at each attended resolution and in the middle block, then the caption encoder's
         size = config.decoder.image_size
         layers = [(unet.ATTENTION_FALLBACK, m.base_channels * mult // m.num_heads)
                   for level, mult in enumerate(m.channel_mults)
                   if size // 2 ** level in m.attention_resolutions or level == len(m.channel_mults) - 1]
-        layers.append(("einsum", 64))
-    chosen = [resolve_implementation("auto", fallback, dtype=jnp.dtype(m.dtype), masked=False, cached=False,
-                                     head_dim=head_dim) for fallback, head_dim in layers]
+        layers.append((attention.ATTENTION_FALLBACK, 64))
+    chosen = [attention.resolve_implementation("auto", fallback, dtype=jnp.dtype(m.dtype), masked=False,
+                                               cached=False, head_dim=head_dim) for fallback, head_dim in layers]
     return "+".join(sorted(set(chosen)))
 
 

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # - `auto`: `cudnn` where it applies, otherwise the layer's own default (its `fallback`), logging why once.
 ATTENTION_IMPLEMENTATIONS = ("auto", "einsum", "einsum_vjp", "xla", "cudnn")
 _CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+ATTENTION_FALLBACK = "einsum"  # what `attention_impl="auto"` runs in `SelfAttention` where cuDNN cannot
 
 
 def why_not_cudnn(*, platform: str, dtype, masked: bool, cached: bool, head_dim: int) -> str | None:
@@ -157,7 +158,7 @@ class SelfAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     use_bias: bool = False  # biases on the query, key, value and output projections (OpenAI CLIP has them)
     causal: bool = False
-    attention_impl: str = "auto"  # one of ATTENTION_IMPLEMENTATIONS; `auto` falls back to `einsum`
+    attention_impl: str = "auto"  # one of ATTENTION_IMPLEMENTATIONS; `auto` falls back to ATTENTION_FALLBACK
 
     def _kernel(self, name, shape, names, in_axis, out_axis):
         init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis)
@@ -182,7 +183,7 @@ class SelfAttention(nn.Module):
             key = jax.lax.dynamic_update_slice(cache[0], key.astype(cache[0].dtype), (0, start, 0, 0))
             value = jax.lax.dynamic_update_slice(cache[1], value.astype(cache[1].dtype), (0, start, 0, 0))
             cache = (key, value)
-        implementation = resolve_implementation(self.attention_impl, "einsum", dtype=self.dtype,
+        implementation = resolve_implementation(self.attention_impl, ATTENTION_FALLBACK, dtype=self.dtype,
                                                 masked=mask is not None, cached=cache is not None,
                                                 head_dim=self.head_dim)
         is_causal = self.causal
