@@ -15,6 +15,28 @@ from tests.weights import parity
 sys.path.insert(0, str(make_fixtures.REPO / "bench"))
 import weights_parity  # noqa: E402
 
+# PyTorch's CPU kernels round differently from one CPU (and thread count) to another, so the floats
+# it computes come back within float32 rounding of the committed ones, not bit for bit: a tenth of
+# the parity tolerance after one forward pass (2e-7 to 1.1e-6 seen), the parity tolerance after the
+# sampled pipeline, whose 54 steps carry the rounding along (3.3e-5 seen). Everything else (token
+# ids, masks, uint8 images, the weights written) must be equal.
+ONE_PASS_ROUNDING = parity.RTOL / 10
+SAMPLED_ROUNDING = parity.RTOL
+
+
+def assert_regenerated(fresh, committed, where: str) -> None:
+    """The arrays written now against the committed ones, key by key (see `ONE_PASS_ROUNDING`)."""
+    assert sorted(fresh) == sorted(committed), where
+    for key in fresh:
+        ours, theirs = np.asarray(fresh[key]), np.asarray(committed[key])
+        if np.issubdtype(theirs.dtype, np.floating):
+            assert ours.shape == theirs.shape, f"{where}: {key}"
+            tolerance = SAMPLED_ROUNDING if key.startswith("pipeline_") else ONE_PASS_ROUNDING
+            error = parity.relative_error(ours, theirs)
+            assert error <= tolerance, f"{where}: {key} is {error:.2e} off, more than {tolerance:.0e}"
+        else:
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{where}: {key}")
+
 
 def test_the_committed_fixtures_are_what_the_pinned_script_writes(tmp_path):
     make_fixtures.check_pins()
@@ -22,9 +44,7 @@ def test_the_committed_fixtures_are_what_the_pinned_script_writes(tmp_path):
     make_fixtures.write_clip_fixture(tmp_path)
     for name in ("openai_dvae.npz", "clip_reference.npz"):
         with np.load(tmp_path / name) as fresh, np.load(parity.FIXTURES / name) as committed:
-            assert sorted(fresh.files) == sorted(committed.files)
-            for key in fresh.files:
-                np.testing.assert_array_equal(fresh[key], committed[key], err_msg=f"{name}: {key}")
+            assert_regenerated(fresh, committed, name)
     fresh, committed = (load_file(str(d / "clip_snapshot" / "model.safetensors")) for d in (tmp_path, parity.FIXTURES))
     assert fresh.keys() == committed.keys()
     for key in fresh:
@@ -50,9 +70,7 @@ def test_the_committed_karlo_fixture_is_what_the_pinned_script_writes(tmp_path):
     make_fixtures.check_pins()
     make_fixtures.write_karlo_fixture(tmp_path)
     with np.load(tmp_path / "karlo_reference.npz") as fresh, np.load(parity.FIXTURES / "karlo_reference.npz") as committed:
-        assert sorted(fresh.files) == sorted(committed.files)
-        for key in fresh.files:
-            np.testing.assert_array_equal(fresh[key], committed[key], err_msg=key)
+        assert_regenerated(fresh, committed, "karlo_reference.npz")
     for path in sorted((parity.FIXTURES / "karlo_snapshot").rglob("*.safetensors")):
         fresh = load_file(str(tmp_path / path.relative_to(parity.FIXTURES)))
         committed = load_file(str(path))
