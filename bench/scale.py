@@ -16,7 +16,10 @@ products and convolutions) and XLA's count of the compiled step (more where `rem
 against the device's dense bfloat16 peak (`flops.PEAK_FLOPS`; none for a CPU) and against the
 matrix-product rate measured in this run (a large square product in the run's dtype), the attention
 implementation `auto` chose, and peak memory (the device's own count where it keeps one, else
-XLA's plan of the step). `--profile DIR` writes a `jax.profiler` trace of 3 steps of each run.
+XLA's plan of the step). `--profile DIR` writes a `jax.profiler` trace of 3 steps of each run, with the
+step's optimised HLO beside it, and adds to the run's JSON where those steps' time went by kind of operation
+(matrix products, convolutions, attention, reductions, copies, ...) and their busiest operations
+(`bench/trace_summary.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sized_models  # noqa: E402
+import trace_summary  # noqa: E402
 from dalle_jax.nn import attention, unet  # noqa: E402
 from dalle_jax.train import flops, optim, partitioning, trainer  # noqa: E402
 
@@ -54,6 +58,7 @@ MODELS = {
                  dict(image_size=32, caption_length=32), 4),
 }
 ACCELERATOR_MODELS, CPU_MODELS = ("dalle_350m", "dalle_1.3b", "unet_192"), ("dalle_cpu", "unet_cpu")
+PROFILED_STEPS = 3  # traced by --profile, after the timed ones
 
 
 def build(name: str, dtype: str, remat: str):
@@ -114,11 +119,15 @@ def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         seconds.append(time.perf_counter() - start)
+    summary = None
     if profile:
-        with jax.profiler.trace(str(pathlib.Path(profile) / f"{name}_{dtype}")):
-            for _ in range(3):
+        trace_dir = pathlib.Path(profile) / f"{name}_{dtype}_{remat}"
+        with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+            for _ in range(PROFILED_STEPS):
                 state, metrics = compiled(state, batch)
             jax.block_until_ready(metrics)
+        (trace_dir / "step_hlo.txt").write_text(compiled.as_text())
+        summary = trace_summary.summarise(trace_summary.read_trace(trace_dir), compiled.as_text(), PROFILED_STEPS)
     step_seconds = statistics.median(seconds[1:])
     model_flops = flops.step_flops(task, abstract, example, batch_size, mesh, rules)
     cost = compiled.cost_analysis()
@@ -146,7 +155,7 @@ def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict
         "matmul_tflops_measured": round(rate / 1e12, 3), "mfu_of_measured_matmul": round(achieved / rate, 4),
         "peak_memory_gb": round(stats.get("peak_bytes_in_use", planned) / 1e9, 2),
         "memory_source": "device" if "peak_bytes_in_use" in stats else "xla_plan",
-        "loss": float(metrics["loss"]),
+        "loss": float(metrics["loss"]), **({"profile": summary} if summary else {}),
     }
 
 
@@ -162,6 +171,10 @@ def markdown(rows: list[dict]) -> str:
                      f"| {r['model_tflops_per_second_per_device']:.3f} | {mfu} "
                      f"| {100 * r['mfu_of_measured_matmul']:.1f}% "
                      f"| {r['peak_memory_gb']:.2f} GB | {r['compile_seconds']:.0f} s |")
+    for r in rows:
+        if "profile" in r:
+            shares = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in r["profile"]["share_by_kind"].items())
+            lines.append(f"\n{r['model']} {r['dtype']}, traced {r['profile']['traced_ms_per_step']:.1f} ms a step: {shares}")
     return "\n".join(lines)
 
 

@@ -3,21 +3,15 @@
 import collections
 import re
 
-_COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{$")
+from bench.trace_summary import hlo_computations
+
 _OPERATION = re.compile(r"= \S+ ([a-z][a-z0-9-]*)\(")
 
 
 def ynnpack_operations(compiled) -> collections.Counter:
     """How many of each HLO operation (`convolution`, `dot`, `reduce`, ...) run inside the YNNPACK
     fusions of a `jax.jit(...).lower(...).compile()` result."""
-    bodies, name = {}, None
-    for line in compiled.as_text().splitlines():
-        if header := _COMPUTATION.match(line):
-            name, bodies[header[1]] = header[1], []
-        elif line == "}":
-            name = None
-        elif name is not None:
-            bodies[name].append(line)
+    bodies = hlo_computations(compiled.as_text())
     operations = collections.Counter()
     for lines in bodies.values():
         for line in lines:
