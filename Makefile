@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := demo_out
 
-.PHONY: demo test test-scale test-notebooks test-browser test-convert parity-fixtures clean
+.PHONY: demo test test-scale test-notebooks test-browser test-convert parity-fixtures gpu-wheels clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ test-convert: $(CONVERT_VENV)/.installed
 parity-fixtures: $(CONVERT_VENV)/.installed
 	$(CONVERT_VENV)/bin/python tests_convert/make_fixtures.py
 
+# The wheels a lent GPU machine lacks, for bench/gpu/session.sh (docs/performance.md, "On a lent GPU").
+gpu-wheels: $(INSTALLED)
+	PIP=$(BIN)/pip bench/gpu/fetch_wheels.sh
+
 # DALL·E 1 at a small budget (about 10 minutes on 2 cores); the full run is configs/shapes_dalle.py.
 RUN := $(BIN)/python run.py
 DALLE := --config configs/shapes_dalle.py:demo --config.data.data_dir=$(DEMO)/data --workdir $(DEMO)/dalle
@@ -84,4 +88,4 @@ demo: $(INSTALLED)
 	@echo "demo done: $(DEMO)/dalle_samples.png, $(DEMO)/shapes_train.png, $(DEMO)/dalle/eval.md"
 
 clean:
-	rm -rf $(VENV) $(CONVERT_VENV) $(DEMO) *.egg-info .pytest_cache .peers
+	rm -rf $(VENV) $(CONVERT_VENV) $(DEMO) *.egg-info .pytest_cache .peers .whl

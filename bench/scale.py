@@ -25,6 +25,7 @@ step's optimised HLO beside it, and adds to the run's JSON where those steps' ti
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import statistics
 import sys
@@ -144,7 +145,7 @@ def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict
         else ("images", 1)
     return {
         "model": name, "dtype": dtype, "remat": remat, "device_kind": device.device_kind, "devices": mesh.devices.size,
-        "jax": jax.__version__, "batch": batch_size,
+        "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "batch": batch_size,
         "parameters_millions": round(sum(x.size for x in jax.tree.leaves(state.params)) / 1e6, 1),
         "attention": attention_choice(config, builder), "compile_seconds": round(compile_seconds, 1),
         "seconds_per_step": round(step_seconds, 4),

@@ -118,10 +118,15 @@ def instructions(hlo_text: str) -> dict[str, Instruction]:
 
 
 def layer_of(op_name: str) -> str:
-    """The innermost Flax module an operation belongs to, without its index (`Conv_0` is `Conv`), or
-    `(outside the model)`: the optimizer's update, the loss around the model."""
+    """The innermost Flax module an operation belongs to, without its index (`Conv_0` is `Conv`); the model's
+    own class for its top-level operations (`jvp(Decoder)` is `Decoder`); `(outside the model)` for the
+    optimizer's update and the loss around the model; `(no op_name)` for what XLA added (layout copies)."""
     modules = [m[1] for part in op_name.split("/") if (m := _MODULE.match(part))]
-    return modules[-1] if modules else "(outside the model)"
+    if modules:
+        return modules[-1]
+    if model := re.search(r"jvp\(([A-Za-z0-9_]+)\)", op_name):
+        return model[1]
+    return "(outside the model)" if op_name else "(no op_name)"
 
 
 def pass_of(op_name: str) -> str:

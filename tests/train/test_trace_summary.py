@@ -69,7 +69,7 @@ def test_a_gpu_trace_counted_by_hand():
     assert summary["traced_ms_per_step"] == 36.5
     assert summary["busy_share_of_window"] == round(73 / 140, 4)  # the loop's span is its body's, not its own
     assert summary["ms_per_step_by_layer"] == {"SelfAttention": 20.0, "Dense": 10.0, "GroupNorm": 4.0,
-                                               "(outside the model)": 2.5}
+                                               "(no op_name)": 2.5}
     assert summary["ms_per_step_by_pass"] == {"forward": 24.0, "backward": 10.0, "other": 2.5}
     assert summary["unmatched_operations"] == ["command_buffer.8"]
     assert [(op["op"], op["kind"], op["shape"]) for op in summary["top_operations"][:2]] == [
@@ -81,6 +81,8 @@ def test_the_instructions_read_through_their_fused_computations():
     assert {name: i.kind for name, i in module.items() if name in ("fusion.1", "fusion.2", "while.6", "add.7")} == {
         "fusion.1": "matmul", "fusion.2": "data_movement", "while.6": "control", "add.7": "elementwise"}
     assert trace_summary.layer_of(module["fusion.2"].op_name) == "GroupNorm"
+    assert trace_summary.layer_of("jit(step)/jvp(Decoder)/unet/concatenate") == "Decoder"
+    assert trace_summary.layer_of(module["add.7"].op_name) == "(outside the model)"
     assert trace_summary.pass_of(module["fusion.1"].op_name) == "backward"
 
 
