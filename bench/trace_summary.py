@@ -7,7 +7,7 @@ The trace is the one `jax.profiler.trace(..., create_perfetto_trace=True)` write
 operation in it names the HLO instruction it ran (`args.hlo_op`): kernels on a GPU's streams, thunks on the
 CPU's threads. From the HLO text come the instruction's kind (what its fused computation holds: a `dot`, a
 `convolution`, a `reduce`; its custom-call target: cuBLAS, cuDNN's convolutions and fused attention; a
-collective; data movement), the Flax module it belongs to (`Conv`, `GroupNorm`, `SelfAttention`, from JAX's
+collective; data movement), the scope it ran in (a Flax module or attribute: `Conv`, `GroupNorm`, `attention`, from JAX's
 `op_name`) and its pass (forward, or backward where autodiff transposed it). An instruction's time is the union of its
 intervals, so one drawn on two lines (a GPU's stream and its `XLA Ops` line) counts once.
 
@@ -32,7 +32,9 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][a-z0-9-]*)\(")  
 _CALLS = re.compile(r"calls=%([^,\s}]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
-_MODULE = re.compile(r"^([A-Z][A-Za-z0-9]*)_\d+$")  # a Flax module's scope: Conv_0, SelfAttention_1
+_SCOPE = re.compile(r"^[A-Za-z_]\w*$")  # a Flax module's or attribute's scope: Conv_0, attention, image_head
+_JAX_SCOPES = {"jit", "while", "body", "cond", "closed_call", "checkpoint", "remat", "rematted_computation", "pjit",
+               "custom_jvp_call", "custom_vjp_call", "shard_map"}
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 _CONTROL = {"while", "conditional", "call"}  # their time is their bodies' operations', traced on their own
 _PLUMBING = {"fusion", "parameter", "constant", "tuple", "get-tuple-element", "bitcast"}  # wrappers, no work
@@ -118,13 +120,14 @@ def instructions(hlo_text: str) -> dict[str, Instruction]:
 
 
 def layer_of(op_name: str) -> str:
-    """The innermost Flax module an operation belongs to, without its index (`Conv_0` is `Conv`); the model's
-    own class for its top-level operations (`jvp(Decoder)` is `Decoder`); `(outside the model)` for the
-    optimizer's update and the loss around the model; `(no op_name)` for what XLA added (layout copies)."""
-    modules = [m[1] for part in op_name.split("/") if (m := _MODULE.match(part))]
-    if modules:
-        return modules[-1]
-    if model := re.search(r"jvp\(([A-Za-z0-9_]+)\)", op_name):
+    """The innermost named scope an operation ran in, without a Flax index (`.../ResBlock_2/Conv_0/conv...` is
+    `Conv`, `.../blocks/attention/bqhd,bkhd->bhqk/dot_general` is `attention`); the model's class for its
+    top-level operations (`jvp(Decoder)/add` is `Decoder`); `(outside the model)` for the optimizer's update
+    and the loss around the model; `(no op_name)` for what XLA added itself (layout copies)."""
+    scopes = [part for part in op_name.split("/")[1:-1] if _SCOPE.match(part) and part not in _JAX_SCOPES]
+    if scopes:
+        return re.sub(r"_\d+$", "", scopes[-1])
+    if model := re.search(r"jvp\(([A-Za-z_]\w*)", op_name):
         return model[1]
     return "(outside the model)" if op_name else "(no op_name)"
 
@@ -159,7 +162,7 @@ def executed_operations(events: list[dict]) -> dict[str, list[tuple[float, float
 
 
 def summarise(events: list[dict], hlo_text: str, steps: int, top: int = 12) -> dict:
-    """Milliseconds a step by kind of operation, by Flax module and by pass, the busiest instructions, and
+    """Milliseconds a step by kind of operation, by scope (`layer_of`) and by pass, the busiest instructions, and
     the share of the traced window in which some operation ran. `events`: the trace's event list; `steps`:
     how many steps the trace holds."""
     module = instructions(hlo_text)

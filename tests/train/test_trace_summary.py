@@ -1,4 +1,4 @@
-"""`bench/trace_summary.py`: a step's traced time by kind of operation, Flax module and pass. Hand-counted on a
+"""`bench/trace_summary.py`: a step's traced time by kind of operation, scope and pass. Hand-counted on a
 made-up GPU trace (one operation drawn on two lines, a loop around its body, the host's events beside the
 device's), and read from a real CPU trace of a Dense layer's gradient."""
 
@@ -81,7 +81,10 @@ def test_the_instructions_read_through_their_fused_computations():
     assert {name: i.kind for name, i in module.items() if name in ("fusion.1", "fusion.2", "while.6", "add.7")} == {
         "fusion.1": "matmul", "fusion.2": "data_movement", "while.6": "control", "add.7": "elementwise"}
     assert trace_summary.layer_of(module["fusion.2"].op_name) == "GroupNorm"
-    assert trace_summary.layer_of("jit(step)/jvp(Decoder)/unet/concatenate") == "Decoder"
+    assert trace_summary.layer_of("jit(step)/jvp(Decoder)/concatenate") == "Decoder"
+    assert trace_summary.layer_of("jit(step)/jvp(Decoder)/unet/concatenate") == "unet"
+    assert trace_summary.layer_of("jit(step)/transpose(jvp(DalleTransformer))/while/body/closed_call/blocks.step/"
+                                  "blocks/attention/bqhd,bkhd->bhqk/dot_general") == "attention"
     assert trace_summary.layer_of(module["add.7"].op_name) == "(outside the model)"
     assert trace_summary.pass_of(module["fusion.1"].op_name) == "backward"
 
