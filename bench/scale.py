@@ -174,8 +174,9 @@ def markdown(rows: list[dict]) -> str:
                      f"| {r['peak_memory_gb']:.2f} GB | {r['compile_seconds']:.0f} s |")
     for r in rows:
         if "profile" in r:
-            shares = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in r["profile"]["share_by_kind"].items())
-            lines.append(f"\n{r['model']} {r['dtype']}, traced {r['profile']['traced_ms_per_step']:.1f} ms a step: {shares}")
+            profile = r["profile"]
+            shares = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in profile["share_by_kind"].items())
+            lines.append(f"\n{r['model']} {r['dtype']}, traced {profile['traced_ms_per_step']:.1f} ms a step: {shares}")
     return "\n".join(lines)
 
 

@@ -7,9 +7,10 @@ The trace is the one `jax.profiler.trace(..., create_perfetto_trace=True)` write
 operation in it names the HLO instruction it ran (`args.hlo_op`): kernels on a GPU's streams, thunks on the
 CPU's threads. From the HLO text come the instruction's kind (what its fused computation holds: a `dot`, a
 `convolution`, a `reduce`; its custom-call target: cuBLAS, cuDNN's convolutions and fused attention; a
-collective; data movement), the scope it ran in (a Flax module or attribute: `Conv`, `GroupNorm`, `attention`, from JAX's
-`op_name`) and its pass (forward, or backward where autodiff transposed it). An instruction's time is the union of its
-intervals, so one drawn on two lines (a GPU's stream and its `XLA Ops` line) counts once.
+collective; data movement), the scope it ran in (a Flax module or attribute: `Conv`, `GroupNorm`,
+`attention`, from JAX's `op_name`) and its pass (forward, or backward where autodiff transposed it). An
+instruction's time is the union of its intervals, so one drawn on two lines (a GPU's stream and its
+`XLA Ops` line) counts once.
 
 On a GPU the summary is the device's time. On the CPU, XLA runs convolutions on Eigen's threads outside the
 traced thunks, so they appear far shorter than they are: read `traced_ms_per_step` against the step.
@@ -28,7 +29,8 @@ import re
 from typing import NamedTuple
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{$")
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][a-z0-9-]*)\(")  # name, shape (tuples have spaces), opcode
+# name, shape (a tuple's has spaces), opcode
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][a-z0-9-]*)\(")
 _CALLS = re.compile(r"calls=%([^,\s}]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _OP_NAME = re.compile(r'op_name="([^"]+)"')

@@ -19,12 +19,13 @@ BIG=${BIG:-dalle_1.3b} MID=${MID:-dalle_350m} UNET=${UNET:-unet_192}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
-    || exit 1
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1
-  "$PYTHON" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+  "$PYTHON" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
+                                                'optax', optax.__version__, jax.devices())"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
