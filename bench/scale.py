@@ -127,8 +127,9 @@ def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict
             for _ in range(PROFILED_STEPS):
                 state, metrics = compiled(state, batch)
             jax.block_until_ready(metrics)
-        (trace_dir / "step_hlo.txt").write_text(compiled.as_text())
-        summary = trace_summary.summarise(trace_summary.read_trace(trace_dir), compiled.as_text(), PROFILED_STEPS)
+        hlo = compiled.as_text()
+        (trace_dir / "step_hlo.txt").write_text(hlo)
+        summary = trace_summary.summarise(trace_summary.read_trace(trace_dir), hlo, PROFILED_STEPS)
     step_seconds = statistics.median(seconds[1:])
     model_flops = flops.step_flops(task, abstract, example, batch_size, mesh, rules)
     cost = compiled.cost_analysis()

@@ -14,7 +14,7 @@
 #     bash bench/gpu/session.sh
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/gpu_session} BUDGET=${BUDGET:-570} FROM=${FROM:-1} PYTHON=${PYTHON:-python3} WHEELS=${WHEELS:-.whl}
+OUT=${OUT:-/tmp/gpu_session} BUDGET=${BUDGET:-540} FROM=${FROM:-1} PYTHON=${PYTHON:-python3} WHEELS=${WHEELS:-.whl}
 BIG=${BIG:-dalle_1.3b} MID=${MID:-dalle_350m} UNET=${UNET:-unet_192}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -59,5 +59,5 @@ for i in "${!runs[@]}"; do
     >> "$OUT/log.txt" 2>&1 || echo "run $((i + 1)) failed or ran out of time: exit $?" | tee -a "$OUT/log.txt"
   tail -n +$(( logged + 1 )) "$OUT/log.txt" | grep -E "^\| (dalle|unet)_|, traced "
 done
-rm -rf /tmp/trace  # the traces stay there: their summaries are in scale.jsonl
+rm -rf /tmp/trace  # too large to bring back: their summaries are in scale.jsonl
 echo "done at $((SECONDS - start)) s"
