@@ -5,6 +5,7 @@ memory analysis of what one device holds.
   python bench/plan_scale.py                                   # every plan below; JSON lines, then a table
   python bench/plan_scale.py --models dalle_12b --meshes 1x64x1 --remat full
   python bench/plan_scale.py --tpu v5p:4x4x4                   # with libtpu: compiled for a TPU topology
+  python bench/plan_scale.py --models dalle_1.3b_float32 --meshes 1x1x1 --remat none,dots  # bench/scale.py's sizes
 
 Nothing is allocated: the state and the batch are abstract (`jax.ShapeDtypeStruct`s with their
 shardings), and `jit(step).lower(...).compile()` runs for fake CPU devices
@@ -21,6 +22,7 @@ does, not as a GPU's compiler would: read its temporaries as an estimate of the 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import pathlib
@@ -38,6 +40,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import jax  # noqa: E402
 
+import scale  # noqa: E402
 import sized_models  # noqa: E402
 from dalle_jax.train import optim, partitioning, trainer  # noqa: E402
 
@@ -66,7 +69,17 @@ def decoder_3_5b(remat: str, scan_layers: bool = True):
                                      text_depth=24, num_clip_tokens=4, dtype="bfloat16", remat=remat), 2048)
 
 
+def accelerator_size(name: str, dtype: str, remat: str, scan_layers: bool = True):
+    """One of `bench/scale.py`'s accelerator sizes in `dtype`, for one GPU's memory (`--meshes 1x1x1`); its
+    transformers are always scanned."""
+    del scan_layers
+    return scale.build(name, dtype, remat)
+
+
 MODELS = {"dalle_12b": dalle_12b, "decoder_3.5b": decoder_3_5b}
+PAPER_MODELS = tuple(MODELS)
+MODELS |= {f"{name}_{dtype}": functools.partial(accelerator_size, name, dtype)
+           for name in scale.ACCELERATOR_MODELS for dtype in ("float32", "bfloat16")}
 
 
 def _bytes_per_device(abstract) -> float:
@@ -137,7 +150,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
+    parser.add_argument("--models", default=",".join(PAPER_MODELS), help="comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--meshes", default=",".join("x".join(map(str, m)) for m in MESHES),
                         help="comma-separated DATAxFSDPxTENSOR")
     parser.add_argument("--remat", default=",".join(REMAT), help="comma-separated policies: " + ", ".join(REMAT))

@@ -31,7 +31,8 @@ cat "$OUT/machine.txt"
 
 runs=(  # XLA_FLAGS | bench/scale.py's arguments. The transformers in float32 take the einsum attention, whose
         # [batch, heads, 1280, 1280] probabilities kept for the backward need more than 141 GB by XLA's plan
-        # of the step on a CPU (1.3B: 180 GB, 350M: 164; with remat=dots 45 and 30): they run with remat=dots.
+        # of the step on a CPU (bench/plan_scale.py --meshes 1x1x1: 1.3B 180 GB, 350M 164; with remat=dots 45
+        # and 30): they run with remat=dots.
         # In bfloat16 they take cuDNN's fused attention, which keeps none; run 9 is there should it not.
   "|--models $BIG --dtypes bfloat16 --profile /tmp/trace"
   "|--models $UNET --dtypes bfloat16 --profile /tmp/trace"
