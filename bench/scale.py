@@ -129,7 +129,10 @@ def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict
             jax.block_until_ready(metrics)
         hlo = compiled.as_text()
         (trace_dir / "step_hlo.txt").write_text(hlo)
-        summary = trace_summary.summarise(trace_summary.read_trace(trace_dir), hlo, PROFILED_STEPS)
+        try:  # the run's figures stand whatever the trace holds
+            summary = trace_summary.summarise(trace_summary.read_trace(trace_dir), hlo, PROFILED_STEPS)
+        except (ValueError, FileNotFoundError) as error:
+            summary = {"error": str(error)}
     step_seconds = statistics.median(seconds[1:])
     model_flops = flops.step_flops(task, abstract, example, batch_size, mesh, rules)
     cost = compiled.cost_analysis()
@@ -174,8 +177,10 @@ def markdown(rows: list[dict]) -> str:
                      f"| {100 * r['mfu_of_measured_matmul']:.1f}% "
                      f"| {r['peak_memory_gb']:.2f} GB | {r['compile_seconds']:.0f} s |")
     for r in rows:
-        if "profile" in r:
-            profile = r["profile"]
+        profile = r.get("profile")
+        if profile and "error" in profile:
+            lines.append(f"\n{r['model']} {r['dtype']}, no profile summary: {profile['error']}")
+        elif profile:
             shares = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in profile["share_by_kind"].items())
             lines.append(f"\n{r['model']} {r['dtype']}, traced {profile['traced_ms_per_step']:.1f} ms a step: {shares}")
     return "\n".join(lines)

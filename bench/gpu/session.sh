@@ -58,7 +58,7 @@ for i in "${!runs[@]}"; do
   # shellcheck disable=SC2086  # the arguments are words
   XLA_FLAGS="$flags" timeout "$left" "$PYTHON" bench/scale.py --steps 10 --out "$OUT/scale.jsonl" $arguments \
     >> "$OUT/log.txt" 2>&1 || echo "run $((i + 1)) failed or ran out of time: exit $?" | tee -a "$OUT/log.txt"
-  tail -n +$(( logged + 1 )) "$OUT/log.txt" | grep -E "^\| (dalle|unet)_|, traced "
+  tail -n +$(( logged + 1 )) "$OUT/log.txt" | grep -E "^\| (dalle|unet)_|, traced |no profile summary"
 done
 rm -rf /tmp/trace  # too large to bring back: their summaries are in scale.jsonl
 echo "done at $((SECONDS - start)) s"
