@@ -100,6 +100,21 @@ def attention_choice(config, builder: str) -> str:
     return "+".join(sorted(set(chosen)))
 
 
+def profiled(compiled, state, batch, trace_dir: pathlib.Path) -> dict:
+    """`PROFILED_STEPS` more steps traced into `trace_dir`, with the step's HLO beside them, summarised by
+    `trace_summary`; where the profiler or the summary fails, why (the run's own figures stand either way)."""
+    try:
+        with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+            for _ in range(PROFILED_STEPS):
+                state, metrics = compiled(state, batch)
+            jax.block_until_ready(metrics)
+        hlo = compiled.as_text()
+        (trace_dir / "step_hlo.txt").write_text(hlo)
+        return trace_summary.summarise(trace_summary.read_trace(trace_dir), hlo, PROFILED_STEPS)
+    except Exception as error:  # noqa: BLE001 -- a bench run keeps its timings whatever the profiler does
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict:
     config, task, example = build(name, dtype, remat)
     builder, batch_size = MODELS[name][0], config.train.batch_size
@@ -120,19 +135,7 @@ def measure(name: str, dtype: str, remat: str, steps: int, profile: str) -> dict
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         seconds.append(time.perf_counter() - start)
-    summary = None
-    if profile:
-        trace_dir = pathlib.Path(profile) / f"{name}_{dtype}_{remat}"
-        with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
-            for _ in range(PROFILED_STEPS):
-                state, metrics = compiled(state, batch)
-            jax.block_until_ready(metrics)
-        hlo = compiled.as_text()
-        (trace_dir / "step_hlo.txt").write_text(hlo)
-        try:  # the run's figures stand whatever the trace holds
-            summary = trace_summary.summarise(trace_summary.read_trace(trace_dir), hlo, PROFILED_STEPS)
-        except (ValueError, FileNotFoundError) as error:
-            summary = {"error": str(error)}
+    summary = profiled(compiled, state, batch, pathlib.Path(profile) / f"{name}_{dtype}_{remat}") if profile else None
     step_seconds = statistics.median(seconds[1:])
     model_flops = flops.step_flops(task, abstract, example, batch_size, mesh, rules)
     cost = compiled.cost_analysis()
