@@ -30,8 +30,8 @@ from typing import NamedTuple
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{$")
 # name, shape (a tuple's has spaces), opcode
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][a-z0-9-]*)\(")
-_CALLS = re.compile(r"calls=%([^,\s}]+)")
+INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][a-z0-9-]*)\(")
+CALLS = re.compile(r"calls=%([^,\s}]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
 _SCOPE = re.compile(r"^[A-Za-z_]\w*$")  # a Flax module's or attribute's scope: Conv_0, attention, image_head
@@ -95,7 +95,7 @@ def _kind(opcodes: set[str], targets: set[str]) -> str:
 
 def instructions(hlo_text: str) -> dict[str, Instruction]:
     """Every instruction of the module by name, its called computations (a fusion's body) read through."""
-    parsed = {name: [(m, line) for line in lines if (m := _INSTRUCTION.match(line))]
+    parsed = {name: [(m, line) for line in lines if (m := INSTRUCTION.match(line))]
               for name, lines in hlo_computations(hlo_text).items()}
 
     def read(lines, seen: set[str]) -> tuple[set[str], set[str], list[str]]:
@@ -105,7 +105,7 @@ def instructions(hlo_text: str) -> dict[str, Instruction]:
             opcodes.add(match[3])
             targets.update(_TARGET.findall(line))
             names += _OP_NAME.findall(line)
-            for called in _CALLS.findall(line):
+            for called in CALLS.findall(line):
                 if called in parsed and called not in seen:
                     seen.add(called)
                     more = read(parsed[called], seen)

@@ -1,11 +1,8 @@
 """What a compiled CPU program hands to YNNPACK, read from its optimised HLO text."""
 
 import collections
-import re
 
-from bench.trace_summary import hlo_computations
-
-_OPERATION = re.compile(r"= \S+ ([a-z][a-z0-9-]*)\(")
+from bench.trace_summary import CALLS, INSTRUCTION, hlo_computations
 
 
 def ynnpack_operations(compiled) -> collections.Counter:
@@ -16,6 +13,6 @@ def ynnpack_operations(compiled) -> collections.Counter:
     for lines in bodies.values():
         for line in lines:
             if '"kind":"__ynn_fusion"' in line:
-                called = re.search(r"calls=%([^,\s]+)", line)[1]
-                operations.update(op[1] for body_line in bodies[called] if (op := _OPERATION.search(body_line)))
+                called = CALLS.search(line)[1]
+                operations.update(op[3] for body_line in bodies[called] if (op := INSTRUCTION.match(body_line)))
     return operations
