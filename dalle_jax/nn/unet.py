@@ -63,11 +63,52 @@ class TimestepMLP(nn.Module):
 NORM_EPS = 1e-6  # flax's GroupNorm default, which this project's UNets train with
 
 
-def group_norm(channels: int, dtype, name=None, groups: int = 0, eps: float = NORM_EPS) -> nn.GroupNorm:
+def group_normalize(x, scale, bias, groups: int, eps: float = NORM_EPS):
+    """GroupNorm (Wu & He 2018) of `x [b, ..., C]`: each example's channels in `groups` groups of
+    `C / groups`, normalised over the group's channels and positions, then `· scale [C] + bias [C]`.
+    float32 out, statistics in float32 (flax's `nn.GroupNorm`, with its `E[x²] - E[x]²` variance).
+
+    It sums each channel over the positions first and then the groups' channels, and applies the
+    result as one per-channel `x · gain + offset`. XLA:CPU runs this 1.6-7.5× faster than a reduction
+    over each group's strided block (flax's way) for the UNets' norms, most for narrow groups
+    (docs/performance.md, "GroupNorm by channel sums")."""
+    channels = x.shape[-1]
+    if channels % groups:
+        raise ValueError(f"GroupNorm: {channels} channels cannot be split into {groups} groups")
+    per_group = channels // groups
+    x = x.astype(jnp.float32)
+    positions = tuple(range(1, x.ndim - 1))
+    count = math.prod(x.shape[1:-1]) * per_group
+    group_mean = lambda y: y.sum(positions).reshape(-1, groups, per_group).sum(-1) / count  # [b, groups]
+    mean = group_mean(x)
+    variance = jnp.maximum(group_mean(x * x) - mean * mean, 0.0)
+    by_channel = lambda y: jnp.repeat(y, per_group, axis=1).reshape(x.shape[:1] + (1,) * len(positions) + (channels,))
+    gain = by_channel(jax.lax.rsqrt(variance + eps)) * scale
+    return x * gain + (bias - by_channel(mean) * gain)
+
+
+class GroupNorm(nn.Module):
+    """`group_normalize` with learnt `scale` and `bias`: flax's `nn.GroupNorm` (the same parameters,
+    names and statistics) computed by channel sums; `dtype` is the output's."""
+
+    num_groups: int
+    epsilon: float = NORM_EPS
+    dtype: jnp.dtype = jnp.float32
+    scale_init: nn.initializers.Initializer = nn.initializers.ones
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", self.scale_init, x.shape[-1:], jnp.float32)
+        bias = self.param("bias", self.bias_init, x.shape[-1:], jnp.float32)
+        return group_normalize(x, scale, bias, self.num_groups, self.epsilon).astype(self.dtype)
+
+
+def group_norm(channels: int, dtype, name=None, groups: int = 0, eps: float = NORM_EPS) -> GroupNorm:
     """GroupNorm over `channels` in `groups` groups (0: gcd(32, channels))."""
-    return nn.GroupNorm(num_groups=groups or math.gcd(32, channels), epsilon=eps, dtype=dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("channels",)),
-                        bias_init=_ZERO)
+    return GroupNorm(num_groups=groups or math.gcd(32, channels), epsilon=eps, dtype=dtype, name=name,
+                     scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("channels",)),
+                     bias_init=_ZERO)
 
 
 def zero_conv(features: int, dtype, name=None) -> nn.Conv:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dalle_jax.nn.transformer import rematerialized
-from dalle_jax.nn.unet import ResBlock, UNet, timestep_embedding
+from dalle_jax.nn.unet import GroupNorm, ResBlock, UNet, group_norm, timestep_embedding
 
 
 def perturbed(params, seed=0):
@@ -79,6 +79,37 @@ def test_upsampling_at_low_resolution_commutes_with_the_resize_for_pointwise_ker
     centre[1, 1] = 1.0
     pointwise = {**params, name: {**params[name], "kernel": params[name]["kernel"] * centre}}
     np.testing.assert_allclose(apply(low_res, pointwise), apply(adm, pointwise), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,groups,dtype", [((2, 4, 4, 8), 8, jnp.float32), ((2, 4, 4, 16), 8, jnp.float32),
+                                                 ((3, 4, 2, 24), 4, jnp.float32), ((2, 4, 4, 16), 4, jnp.bfloat16)])
+def test_group_norm_is_flaxs_with_its_gradients(shape, groups, dtype):
+    """Groups of 1, 2 and 6 channels on inputs off zero mean: the same parameters, outputs and
+    gradients (input, scale, bias) as flax's `nn.GroupNorm`, the reference it replaces."""
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), shape)
+    ours, flax_norm = GroupNorm(groups, dtype=dtype), nn.GroupNorm(groups, epsilon=1e-6, dtype=dtype)
+    params = ours.init(jax.random.key(1), x)["params"]
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, flax_norm.init(jax.random.key(1), x)["params"])
+    params = perturbed(params)
+    out = ours.apply({"params": params}, x)
+    chex.assert_type(out, dtype)
+    tolerance = 1e-2 if dtype == jnp.bfloat16 else 2e-5
+    chex.assert_trees_all_close(out, flax_norm.apply({"params": params}, x), atol=tolerance, rtol=tolerance)
+    cotangent = jax.random.normal(jax.random.key(2), shape)
+    loss = lambda norm: lambda p, x: jnp.sum(norm.apply({"params": p}, x).astype(jnp.float32) * cotangent)
+    chex.assert_trees_all_close(jax.grad(loss(ours), argnums=(0, 1))(params, x),
+                                jax.grad(loss(flax_norm), argnums=(0, 1))(params, x), atol=10 * tolerance,
+                                rtol=tolerance)
+
+
+def test_group_norm_normalises_each_group_and_names_a_bad_split():
+    x = 5.0 + 3.0 * jax.random.normal(jax.random.key(0), (2, 8, 8, 12))
+    norm = group_norm(12, jnp.float32, groups=3)
+    out = norm.apply(norm.init(jax.random.key(0), x), x).reshape(2, 64, 3, 4)
+    np.testing.assert_allclose(out.mean(axis=(1, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.var(axis=(1, 3)), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="12 channels cannot be split into 5 groups"):
+        GroupNorm(5).init(jax.random.key(0), x)
 
 
 def test_a_rematerialised_block_gives_the_same_gradients():
