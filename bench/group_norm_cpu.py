@@ -32,10 +32,9 @@ import jax.numpy as jnp
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
 
 from dalle_jax.config import config_from_file  # noqa: E402
-from dalle_jax.models.clip import TextEncoder  # noqa: E402
 from dalle_jax.models.decoder import Decoder  # noqa: E402
 from dalle_jax.nn import conv, unet  # noqa: E402
-from dalle_jax.tasks.decoder import build_unet, schedule_of, loss_with  # noqa: E402
+from dalle_jax.tasks.decoder import build_decoder, loss_with, schedule_of  # noqa: E402
 from unclip_throughput import compiled_training_step  # noqa: E402
 
 # (batch, side, channels, groups): the shapes decoder's norms (training batch 32), bench/unclip_throughput.py's
@@ -86,10 +85,8 @@ def norms_alone() -> list[dict]:
 def shapes_decoder() -> tuple[Decoder, tuple, object]:
     """(the decoder of configs/shapes_unclip.py, its training inputs, its loss)."""
     config = config_from_file(pathlib.Path(__file__).resolve().parents[1] / "configs" / "shapes_unclip.py")
-    section, m = config.decoder, config.decoder.model
-    text = TextEncoder(vocab_size=VOCAB, length=config.text.max_length, embed_dim=m.text_width, depth=m.text_depth,
-                       num_heads=m.num_heads, head_dim=m.text_width // m.num_heads, mlp_dim=4 * m.text_width)
-    decoder = Decoder(build_unet(m), text, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens)
+    section = config.decoder
+    decoder = build_decoder(config, VOCAB)
     batch, size = section.train.batch_size, section.image_size
     keys = jax.random.split(jax.random.key(0), 3)
     inputs = (jax.random.uniform(keys[0], (batch, size, size, 3), minval=-1, maxval=1), jnp.zeros(batch, jnp.int32),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 
 from dalle_jax.config import load_config
@@ -39,20 +38,13 @@ def decoder(model: dict, batch_size: int, *, image_size: int = 64, caption_lengt
     """An unCLIP decoder (`configs/shapes_unclip.py`'s, with the `decoder.model.*` keys of `model`) for
     `image_size`² images, a caption encoder of `text_width` × `text_depth` over `caption_length`
     tokens of `vocab`, and ViT-L/14-sized CLIP image embeddings, at a global batch of `batch_size`."""
-    from dalle_jax.models.clip import TextEncoder
-    from dalle_jax.models.decoder import Decoder
-    from dalle_jax.tasks.decoder import DecoderTask, build_unet, schedule_of
+    from dalle_jax.tasks.decoder import DecoderTask, build_decoder, schedule_of
 
     overrides = {f"decoder.model.{key}": value for key, value in model.items()}
     config = load_config(str(REPO / "configs/shapes_unclip.py"),
                          {"train.batch_size": batch_size, "text.max_length": caption_length,
                           "decoder.image_size": image_size, **overrides})
-    m, dtype = config.decoder.model, jnp.dtype(config.decoder.model.dtype)
-    caption_encoder = TextEncoder(vocab_size=vocab, length=caption_length, embed_dim=m.text_width,
-                                  depth=m.text_depth, num_heads=m.text_width // 64, head_dim=64,
-                                  mlp_dim=4 * m.text_width, dtype=dtype, attention_impl=m.attention_impl)
-    unet_decoder = Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
-                           dtype=dtype)
+    unet_decoder = build_decoder(config, vocab, text_num_heads=config.decoder.model.text_width // 64)
     example = {"image": np.zeros((image_size, image_size, 3), np.float32),
                "caption": np.zeros((caption_length,), np.int32),
                "image_embedding": np.zeros((CLIP_EMBEDDING,), np.float32)}

@@ -46,6 +46,20 @@ def build_unet(m, out_channels: int = 3) -> UNet:
                 dtype=jnp.dtype(m.dtype), remat=m.get("remat", "none"), attention_impl=m.get("attention_impl", "auto"))
 
 
+def build_decoder(config, vocab_size: int, *, text_num_heads: int | None = None) -> Decoder:
+    """The decoder `config.decoder.model` describes over captions of `vocab_size` tokens: its UNet
+    (`build_unet`) and its caption encoder, `text_width` × `text_depth` in `text_num_heads` heads
+    (the UNet's `num_heads` when None)."""
+    m, dtype = config.decoder.model, jnp.dtype(config.decoder.model.dtype)
+    num_heads = m.num_heads if text_num_heads is None else text_num_heads
+    caption_encoder = TextEncoder(vocab_size=vocab_size, length=config.text.max_length, embed_dim=m.text_width,
+                                  depth=m.text_depth, num_heads=num_heads, head_dim=m.text_width // num_heads,
+                                  mlp_dim=4 * m.text_width, dtype=dtype, attention_impl=m.get("attention_impl", "auto"))
+    return Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
+                   self_condition=config.decoder.get("self_condition", False),  # absent from older configs
+                   dtype=dtype)
+
+
 def train_split_embeddings(data_config, trained_clip: TrainedClip | str | pathlib.Path, what: str) -> np.ndarray:
     """`TrainedClip.cached_embeddings` of the training split: its images, or the caption feature
     `what`. `trained_clip` may be a work dir, whose CLIP is loaded only now."""
@@ -98,14 +112,7 @@ class DecoderTask:
         when training first reads them (`train_image_embeddings`): sampling needs no data set."""
         text_tokenizer = TextTokenizer.load(workdir)
         embed = functools.partial(train_split_embeddings, config.data, workdir, "image")
-        m = config.decoder.model
-        caption_encoder = TextEncoder(vocab_size=text_tokenizer.vocab_size, length=config.text.max_length,
-                                      embed_dim=m.text_width, depth=m.text_depth, num_heads=m.num_heads,
-                                      head_dim=m.text_width // m.num_heads, mlp_dim=4 * m.text_width,
-                                      dtype=jnp.dtype(m.dtype))
-        model = Decoder(build_unet(m), caption_encoder, embed_dim=m.embed_dim, num_clip_tokens=m.num_clip_tokens,
-                        self_condition=config.decoder.get("self_condition", False),  # absent from older configs
-                        dtype=jnp.dtype(m.dtype))
+        model = build_decoder(config, text_tokenizer.vocab_size)
         return cls(model, schedule_of(config.decoder), text_tokenizer, embed, config)
 
     @functools.cached_property
